@@ -1,0 +1,222 @@
+//! Command line and environment configuration: one [`Config`] for `serve`,
+//! [`TokenArgs`] for `token`. Every flag has a `TANDEM_*` environment fallback
+//! and a `///` doc that `--help` prints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::Role;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Real-time collaborative code-editing server (Yjs over Socket.IO)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` options, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(Config),
+    /// Print a JWT signed with the server secret, for tests and scripts.
+    Token(TokenArgs),
+}
+
+/// Who may connect without a token (PROTOCOL.md, "Authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Anonymous {
+    Off,
+    Viewer,
+    Editor,
+}
+
+impl Anonymous {
+    /// The highest role a guest may hold, if guests are allowed.
+    pub fn cap(self) -> Option<Role> {
+        match self {
+            Anonymous::Off => None,
+            Anonymous::Viewer => Some(Role::Viewer),
+            Anonymous::Editor => Some(Role::Editor),
+        }
+    }
+}
+
+/// Options shared by `serve` and `token`: where the secret comes from.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HS256 secret for JWTs. If unset, one is generated on first start and
+    /// kept in `<data-dir>/secret`.
+    #[arg(long, env = "TANDEM_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Directory for the SQLite database (default URL) and the generated secret.
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on (HTTP, WebSocket and long-polling on one port).
+    /// Use port 0 for any free port.
+    #[arg(long, env = "TANDEM_BIND", default_value = "127.0.0.1:3000")]
+    pub bind: SocketAddr,
+
+    /// Database URL: `sqlite://path/file.db` (created if missing) or
+    /// `postgres://user@host:port/db`.
+    #[arg(
+        long,
+        env = "TANDEM_DATABASE_URL",
+        default_value = "sqlite://data/tandem.db"
+    )]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub secret: SecretArgs,
+
+    /// Accept token-less connections as guests holding at most this role, in
+    /// public sessions only.
+    #[arg(long, env = "TANDEM_ANONYMOUS", value_enum, default_value = "off")]
+    pub anonymous: Anonymous,
+
+    /// Joining an unknown, well-formed session id creates it (public,
+    /// public role editor, the joiner owns it).
+    #[arg(long, env = "TANDEM_ON_DEMAND_SESSIONS")]
+    pub on_demand_sessions: bool,
+
+    /// Largest single Yjs update accepted, in bytes (UPDATE_TOO_LARGE above).
+    #[arg(long, env = "TANDEM_MAX_UPDATE_BYTES", default_value_t = 1 << 20)]
+    pub max_update_bytes: usize,
+
+    /// Largest document, in bytes of encoded state (DOCUMENT_TOO_LARGE above).
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_BYTES", default_value_t = 64 << 20)]
+    pub max_document_bytes: usize,
+
+    /// Sustained document updates per second allowed per socket.
+    #[arg(long, env = "TANDEM_UPDATES_PER_SECOND", default_value_t = 100)]
+    pub updates_per_second: u32,
+
+    /// Burst of document updates allowed per socket above the sustained rate.
+    #[arg(long, env = "TANDEM_UPDATE_BURST", default_value_t = 200)]
+    pub update_burst: u32,
+
+    /// Most documents kept in memory; idle ones are flushed and unloaded
+    /// first. Documents with connected sockets are never unloaded.
+    #[arg(long, env = "TANDEM_MAX_LOADED_DOCUMENTS", default_value_t = 1000)]
+    pub max_loaded_documents: usize,
+
+    /// Seconds a document without connections stays loaded.
+    #[arg(long, env = "TANDEM_IDLE_UNLOAD_SECS", default_value_t = 60)]
+    pub idle_unload_secs: u64,
+
+    /// Snapshot a changed document this many milliseconds after its last change.
+    #[arg(long, env = "TANDEM_SNAPSHOT_DEBOUNCE_MS", default_value_t = 2000)]
+    pub snapshot_debounce_ms: u64,
+
+    /// Snapshot a continuously edited document at least this often (milliseconds).
+    #[arg(long, env = "TANDEM_SNAPSHOT_MAX_DELAY_MS", default_value_t = 10_000)]
+    pub snapshot_max_delay_ms: u64,
+
+    /// Most updates committed to the update log in one transaction.
+    #[arg(long, env = "TANDEM_LOG_BATCH_ROWS", default_value_t = 512)]
+    pub log_batch_rows: usize,
+
+    /// How long the log writer waits for more updates before committing a
+    /// batch, in milliseconds (0 = commit whatever is queued at once).
+    #[arg(long, env = "TANDEM_LOG_BATCH_DELAY_MS", default_value_t = 2)]
+    pub log_batch_delay_ms: u64,
+
+    /// Append every accepted update to the durable log. Turning this off
+    /// (benchmarks only) leaves durability to the debounced snapshots.
+    #[arg(long, env = "TANDEM_UPDATE_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_log: bool,
+
+    /// Packets queued per socket before it counts as a slow consumer and is
+    /// disconnected (it reconnects and resyncs).
+    #[arg(long, env = "TANDEM_SOCKET_BUFFER", default_value_t = 4096)]
+    pub socket_buffer: usize,
+
+    /// Allow `POST /api/auth/guest` (rate limited per client IP).
+    #[arg(long, env = "TANDEM_GUEST_SIGN_IN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub guest_sign_in: bool,
+
+    /// Trust `X-Forwarded-For` / `X-Real-IP` for the client IP (only behind a proxy).
+    #[arg(long, env = "TANDEM_TRUST_PROXY_HEADERS")]
+    pub trust_proxy_headers: bool,
+
+    /// Directory of the built web editor to serve at `/` (skipped if missing).
+    #[arg(long, env = "TANDEM_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Cli::parse_from(["tandem"]).serve
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    pub user: String,
+    /// Display name (`name`).
+    #[arg(long)]
+    pub name: String,
+    /// Grant a role in a session without a database row: `ID=ROLE`, repeatable.
+    #[arg(long = "session", value_parser = parse_session_role)]
+    pub sessions: Vec<(String, Role)>,
+    /// Lifetime in seconds (negative values make an already expired token).
+    #[arg(long, default_value_t = 86_400, allow_hyphen_values = true)]
+    pub ttl_secs: i64,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+fn parse_session_role(s: &str) -> Result<(String, Role), String> {
+    let (id, role) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=ROLE, got `{s}`"))?;
+    crate::model::validate_session_id(id).map_err(|e| e.message)?;
+    Ok((id.to_owned(), role.parse()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_defaults_match_the_issue() {
+        Cli::command().debug_assert();
+        let c = Config::default();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.max_update_bytes, 1 << 20);
+        assert_eq!(c.updates_per_second, 100);
+        assert_eq!(c.update_burst, 200);
+        assert_eq!(c.anonymous, Anonymous::Off);
+        let cli = Cli::parse_from([
+            "tandem",
+            "token",
+            "--user",
+            "u",
+            "--name",
+            "U",
+            "--session",
+            "a=viewer",
+        ]);
+        match cli.command {
+            Some(Command::Token(t)) => assert_eq!(t.sessions, vec![("a".into(), Role::Viewer)]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The durable update log writer: one task, group commit. Every accepted
+//! update is queued here; the task commits whatever is queued (up to
+//! `batch_rows`, waiting at most `batch_delay` for more) in one transaction and
+//! then tells each submitter its row is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::SessionDoc;
+use crate::store::{LogEntry, Store};
+
+struct Item {
+    entry: LogEntry,
+    doc: Arc<SessionDoc>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// Handle to the writer task; cloning shares the queue.
+#[derive(Clone)]
+pub struct UpdateLog {
+    tx: mpsc::Sender<Item>,
+}
+
+impl UpdateLog {
+    /// Starts the writer. It ends once every handle is dropped and the queue drained.
+    pub fn start(
+        store: Arc<dyn Store>,
+        batch_rows: usize,
+        batch_delay: Duration,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(65_536);
+        let task = tokio::spawn(writer(store, rx, batch_rows.max(1), batch_delay));
+        (Self { tx }, task)
+    }
+
+    /// Queues an update. The receiver (if asked for) resolves to `true` once
+    /// the row is committed, `false` if the write failed.
+    pub async fn append(
+        &self,
+        doc: &Arc<SessionDoc>,
+        update: bytes::Bytes,
+        want_ack: bool,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let (done, rx) = if want_ack {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        doc.pending_log.fetch_add(1, Ordering::AcqRel);
+        let item = Item {
+            entry: LogEntry {
+                session_id: doc.id.clone(),
+                update,
+            },
+            doc: doc.clone(),
+            done,
+        };
+        if let Err(e) = self.tx.send(item).await {
+            // Writer gone (shutting down): the snapshot taken at shutdown covers it.
+            e.0.doc.pending_log.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(session_id = %doc.id, "update log closed; relying on the final snapshot");
+            return None;
+        }
+        rx
+    }
+}
+
+async fn writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Item>,
+    batch_rows: usize,
+    batch_delay: Duration,
+) {
+    let mut batch: Vec<Item> = Vec::with_capacity(batch_rows);
+    let mut entries: Vec<LogEntry> = Vec::with_capacity(batch_rows);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + batch_delay;
+        while batch.len() < batch_rows {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if batch_delay.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(item)) => batch.push(item),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        entries.extend(batch.iter().map(|i| i.entry.clone()));
+        let mut ok = false;
+        for attempt in 0..3u32 {
+            match store.append_updates(&entries).await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, rows = entries.len(), attempt, "update log commit failed");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        metrics::counter!("tandem_log_rows_total").increment(entries.len() as u64);
+        metrics::counter!("tandem_log_commits_total").increment(1);
+        entries.clear();
+        for item in batch.drain(..) {
+            item.doc.pending_log.fetch_sub(1, Ordering::AcqRel);
+            // A failed row stays covered: the document is dirty until a
+            // snapshot of its full state commits.
+            if let Some(done) = item.done {
+                let _ = done.send(ok);
+            }
+        }
+    }
+}

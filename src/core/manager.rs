@@ -1,0 +1,443 @@
+//! [`DocManager`]: the LRU of loaded documents, loading (one load per
+//! document however many joins race it), leases that pin a document in
+//! memory, the update path (limits → apply → fan-out → log), debounced
+//! snapshots, idle unload and the final flush.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lru::LruCache;
+use tokio::sync::{OnceCell, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::log::UpdateLog;
+use super::{Fanout, Limits, SessionDoc};
+use crate::error::{Error, ErrorCode};
+use crate::store::Store;
+
+type Slot = Arc<OnceCell<Arc<SessionDoc>>>;
+
+/// Tuning of the manager (from `Config`).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub limits: Limits,
+    pub max_loaded_documents: usize,
+    pub idle_unload: Duration,
+    pub snapshot_debounce: Duration,
+    pub snapshot_max_delay: Duration,
+    pub update_log: bool,
+    pub log_batch_rows: usize,
+    pub log_batch_delay: Duration,
+}
+
+impl ManagerConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            limits: Limits {
+                max_update_bytes: c.max_update_bytes,
+                max_document_bytes: c.max_document_bytes,
+            },
+            max_loaded_documents: c.max_loaded_documents.max(1),
+            idle_unload: Duration::from_secs(c.idle_unload_secs),
+            snapshot_debounce: Duration::from_millis(c.snapshot_debounce_ms),
+            snapshot_max_delay: Duration::from_millis(c.snapshot_max_delay_ms),
+            update_log: c.update_log,
+            log_batch_rows: c.log_batch_rows,
+            log_batch_delay: Duration::from_millis(c.log_batch_delay_ms),
+        }
+    }
+}
+
+/// A document pinned in memory. While any lease exists the document is never
+/// evicted; dropping the last one makes it eligible for idle unload.
+pub struct DocLease {
+    doc: Arc<SessionDoc>,
+}
+
+impl std::ops::Deref for DocLease {
+    type Target = Arc<SessionDoc>;
+    fn deref(&self) -> &Arc<SessionDoc> {
+        &self.doc
+    }
+}
+
+impl Drop for DocLease {
+    fn drop(&mut self) {
+        self.doc.with_life(|l| {
+            l.leases -= 1;
+            l.last_used = Instant::now();
+        });
+    }
+}
+
+/// Owns every loaded document.
+pub struct DocManager {
+    docs: Mutex<LruCache<Arc<str>, Slot>>,
+    store: Arc<dyn Store>,
+    log: Mutex<Option<UpdateLog>>,
+    log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
+    cfg: ManagerConfig,
+}
+
+impl DocManager {
+    /// Must be called inside a tokio runtime (starts the log writer).
+    pub fn new(store: Arc<dyn Store>, cfg: ManagerConfig) -> Arc<Self> {
+        let (log, task) = if cfg.update_log {
+            let (l, t) = UpdateLog::start(store.clone(), cfg.log_batch_rows, cfg.log_batch_delay);
+            (Some(l), Some(t))
+        } else {
+            (None, None)
+        };
+        Arc::new(Self {
+            docs: Mutex::new(LruCache::unbounded()),
+            store,
+            log: Mutex::new(log),
+            log_task: Mutex::new(task),
+            fanout: std::sync::OnceLock::new(),
+            cfg,
+        })
+    }
+
+    /// Connects the manager to the protocol layer (once, at start-up).
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
+        let _ = self.fanout.set(fanout);
+    }
+
+    /// The fan-out set at start-up (absent in core-only tests and benches).
+    pub fn fanout(&self) -> Option<&Arc<dyn Fanout>> {
+        self.fanout.get()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.cfg.limits
+    }
+
+    fn docs(&self) -> std::sync::MutexGuard<'_, LruCache<Arc<str>, Slot>> {
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of loaded documents.
+    pub fn loaded(&self) -> usize {
+        self.docs().iter().filter(|(_, s)| s.initialized()).count()
+    }
+
+    /// The loaded document, if it is in memory (no load, no lease).
+    pub fn get_loaded(&self, id: &str) -> Option<Arc<SessionDoc>> {
+        self.docs().peek(id).and_then(|s| s.get().cloned())
+    }
+
+    /// Leases the document, loading it if needed. Concurrent callers share one
+    /// load; a failed load is an error (never an empty document).
+    pub async fn open(&self, id: &str) -> Result<DocLease, Error> {
+        loop {
+            let slot = {
+                let mut docs = self.docs();
+                match docs.get(id) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s: Slot = Arc::new(OnceCell::new());
+                        docs.put(Arc::from(id), s.clone());
+                        s
+                    }
+                }
+            };
+            let loaded = slot
+                .get_or_try_init(|| async {
+                    let started = std::time::Instant::now();
+                    let stored = self.store.load_document(id).await?;
+                    let Some(stored) = stored else {
+                        return Err(Error::new(ErrorCode::SessionNotFound, "no such session"));
+                    };
+                    let doc = SessionDoc::load(id, &stored).map_err(Error::from)?;
+                    metrics::histogram!("tandem_document_load_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        session_id = id,
+                        rows = stored.updates.len(),
+                        "document loaded"
+                    );
+                    Ok::<_, Error>(Arc::new(doc))
+                })
+                .await;
+            let doc = match loaded {
+                Ok(d) => d.clone(),
+                Err(e) => {
+                    self.remove_slot(id, &slot);
+                    return Err(e);
+                }
+            };
+            let acquired = doc.with_life(|l| {
+                if l.evicted {
+                    false
+                } else {
+                    l.leases += 1;
+                    l.last_used = Instant::now();
+                    true
+                }
+            });
+            if acquired {
+                self.enforce_capacity();
+                return Ok(DocLease { doc });
+            }
+            // Lost a race with eviction: that copy is gone, load again.
+            self.remove_slot(id, &slot);
+        }
+    }
+
+    fn remove_slot(&self, id: &str, slot: &Slot) {
+        let mut docs = self.docs();
+        if docs.peek(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            docs.pop(id);
+        }
+    }
+
+    /// Applies an update from any source and fans it out to every other
+    /// replica. With `want_ack` the returned receiver resolves once the update
+    /// is durably logged. `Ok(None)` for a no-op update.
+    pub async fn submit_update(
+        &self,
+        doc: &Arc<SessionDoc>,
+        update: Bytes,
+        origin: Option<&str>,
+        want_ack: bool,
+    ) -> Result<Option<oneshot::Receiver<bool>>, Error> {
+        let started = std::time::Instant::now();
+        if doc.apply_update(&update, &self.cfg.limits)?.is_none() {
+            return Ok(None);
+        }
+        if let Some(f) = self.fanout.get() {
+            f.doc_update(&doc.id, &update, origin);
+        }
+        metrics::counter!("tandem_updates_applied_total").increment(1);
+        metrics::histogram!("tandem_update_apply_seconds").record(started.elapsed().as_secs_f64());
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match log {
+            Some(log) => Ok(log.append(doc, update, want_ack).await),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a document from memory without flushing (its session is gone).
+    pub fn discard(&self, id: &str) {
+        let slot = self.docs().pop(id);
+        if let Some(doc) = slot.and_then(|s| s.get().cloned()) {
+            doc.with_life(|l| l.evicted = true);
+        }
+        if let Some(f) = self.fanout.get() {
+            f.unloaded(id);
+        }
+    }
+
+    /// Snapshots the document if it changed since the last snapshot.
+    /// Returns whether the store now holds everything the document held.
+    pub async fn flush(&self, doc: &Arc<SessionDoc>) -> bool {
+        let claim = doc.with_life(|l| {
+            if l.snapshotting || !l.dirty() {
+                None
+            } else {
+                l.snapshotting = true;
+                Some(l.generation)
+            }
+        });
+        let Some(generation) = claim else {
+            return !doc.with_life(|l| l.dirty());
+        };
+        let started = std::time::Instant::now();
+        let state = doc.encode_state();
+        let result = self.store.write_snapshot(&doc.id, &state).await;
+        metrics::histogram!("tandem_snapshot_seconds").record(started.elapsed().as_secs_f64());
+        doc.with_life(|l| {
+            l.snapshotting = false;
+            match &result {
+                Ok(Some(out)) => {
+                    l.stored_generation = generation;
+                    if !l.dirty() {
+                        l.dirty_since = None;
+                    }
+                    l.approx_size = out.state_bytes.max(l.approx_size.min(out.state_bytes * 2));
+                }
+                // The session was deleted: nothing to keep.
+                Ok(None) => l.stored_generation = l.generation,
+                Err(_) => {}
+            }
+        });
+        match result {
+            Ok(Some(out)) => {
+                tracing::debug!(session_id = %doc.id, bytes = out.state_bytes, rows = out.compacted_rows, "snapshot written");
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!(session_id = %doc.id, error = %e, "snapshot failed; will retry");
+                false
+            }
+        }
+    }
+
+    fn snapshot_due(&self, doc: &SessionDoc, now: Instant) -> bool {
+        doc.with_life(|l| {
+            l.dirty()
+                && !l.snapshotting
+                && (now.duration_since(l.last_change) >= self.cfg.snapshot_debounce
+                    || l.dirty_since
+                        .is_some_and(|t| now.duration_since(t) >= self.cfg.snapshot_max_delay))
+        })
+    }
+
+    /// Marks `doc` evicted if nobody holds it and its log rows are committed.
+    fn try_mark_evicted(doc: &SessionDoc) -> bool {
+        doc.with_life(|l| {
+            if l.leases == 0 && !l.evicted && doc.pending_log.load(Ordering::Acquire) == 0 {
+                l.evicted = true;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Unloads least-recently-used idle documents above the capacity. The
+    /// store already holds all their updates (log committed), so a join that
+    /// reloads one right away sees everything; the snapshot is compaction.
+    fn enforce_capacity(&self) {
+        let mut victims = Vec::new();
+        {
+            let mut docs = self.docs();
+            let over = docs.len().saturating_sub(self.cfg.max_loaded_documents);
+            if over == 0 {
+                return;
+            }
+            let ids: Vec<Arc<str>> = docs.iter().rev().map(|(k, _)| k.clone()).collect();
+            for id in ids {
+                if victims.len() >= over {
+                    break;
+                }
+                let Some(doc) = docs.peek(&id).and_then(|s| s.get().cloned()) else {
+                    continue;
+                };
+                if Self::try_mark_evicted(&doc) {
+                    docs.pop(&id);
+                    victims.push(doc);
+                }
+            }
+        }
+        for doc in victims {
+            self.after_evict(doc);
+        }
+    }
+
+    fn after_evict(&self, doc: Arc<SessionDoc>) {
+        metrics::counter!("tandem_documents_unloaded_total").increment(1);
+        if let Some(f) = self.fanout.get() {
+            f.unloaded(&doc.id);
+        }
+        if doc.with_life(|l| l.dirty()) {
+            // Compaction only: the log already holds every update.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let state = doc.encode_state();
+                if let Err(e) = store.write_snapshot(&doc.id, &state).await {
+                    tracing::error!(session_id = %doc.id, error = %e, "snapshot of an unloaded document failed");
+                }
+            });
+        }
+    }
+
+    /// One maintenance pass: due snapshots, awareness and typing sweeps, idle unload.
+    pub async fn tick(&self) {
+        let now = Instant::now();
+        let now_ms = crate::model::now_ms() as u64;
+        let docs: Vec<Arc<SessionDoc>> = self
+            .docs()
+            .iter()
+            .filter_map(|(_, s)| s.get().cloned())
+            .collect();
+        for doc in docs {
+            if self.snapshot_due(&doc, now) {
+                self.flush(&doc).await;
+            }
+            if let Some(f) = self.fanout.get() {
+                if let Some(removal) = doc.sweep_awareness(now_ms) {
+                    f.awareness(&doc.id, &removal, None);
+                }
+                for user in doc.expire_typing(now) {
+                    f.typing_stopped(&doc.id, &user);
+                }
+            }
+            let idle = doc.with_life(|l| {
+                l.leases == 0 && now.duration_since(l.last_used) >= self.cfg.idle_unload
+            });
+            if idle && self.flush(&doc).await && Self::try_mark_evicted(&doc) {
+                let popped = {
+                    let mut docs = self.docs();
+                    let same = docs
+                        .peek(&*doc.id)
+                        .and_then(|s| s.get())
+                        .is_some_and(|d| Arc::ptr_eq(d, &doc));
+                    if same {
+                        docs.pop(&*doc.id);
+                    }
+                    same
+                };
+                if popped {
+                    tracing::debug!(session_id = %doc.id, "idle document unloaded");
+                    self.after_evict(doc);
+                }
+            }
+        }
+        metrics::gauge!("tandem_documents_loaded").set(self.loaded() as f64);
+    }
+
+    /// Runs [`tick`](Self::tick) every `period` until `shutdown`.
+    pub async fn run_maintenance(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => self.tick().await,
+            }
+        }
+    }
+
+    /// Drains the update log and snapshots every dirty document (shutdown).
+    pub async fn shutdown(&self) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self
+            .log_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let docs: Vec<Arc<SessionDoc>> = self
+            .docs()
+            .iter()
+            .filter_map(|(_, s)| s.get().cloned())
+            .collect();
+        let mut flushed = 0;
+        for doc in docs {
+            for _ in 0..3 {
+                // Wait out a snapshot already running, then write ours.
+                while doc.with_life(|l| l.snapshotting) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let dirty = doc.with_life(|l| l.dirty());
+                if !dirty || self.flush(&doc).await {
+                    flushed += usize::from(dirty);
+                    break;
+                }
+            }
+        }
+        tracing::info!(flushed, "all documents flushed");
+    }
+}

@@ -1,0 +1,622 @@
+//! One loaded session: the yrs document, its awareness, who is connected and
+//! who is typing. Sans-IO: bytes in, bytes out; every lock is a std mutex held
+//! briefly and never across `.await`.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::sync::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, TextRef, Transact, Update};
+
+use super::{AWARENESS_TIMEOUT_MS, Limits, TEXT_NAME, TYPING_TIMEOUT};
+use crate::auth::User;
+use crate::error::{Error, ErrorCode};
+use crate::model::{Participant, Role, user_color};
+use crate::store::{StoreError, StoredDocument};
+
+/// Decodes a Yjs v1 update from untrusted bytes. Never panics (yrs has debug
+/// assertions on client ids that hostile input can trip).
+pub fn decode_update(bytes: &[u8]) -> Result<Update, Error> {
+    let invalid = || Error::new(ErrorCode::InvalidUpdate, "bytes are not a Yjs v1 update");
+    match std::panic::catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
+        Ok(Ok(u)) => Ok(u),
+        _ => Err(invalid()),
+    }
+}
+
+/// Decodes an awareness update, refusing client ids Yjs could not have made.
+fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, Error> {
+    let invalid = || {
+        Error::new(
+            ErrorCode::InvalidUpdate,
+            "bytes are not a y-protocols awareness update",
+        )
+    };
+    // Pre-scan with the same varint reader: client ids must fit in 53 bits.
+    let mut c = Cursor::new(bytes);
+    let n: u64 = c.read_var().map_err(|_| invalid())?;
+    for _ in 0..n {
+        let id: u64 = c.read_var().map_err(|_| invalid())?;
+        let _clock: u32 = c.read_var().map_err(|_| invalid())?;
+        let json = c.read_string().map_err(|_| invalid())?;
+        if id >= 1 << 53 || serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
+            return Err(invalid());
+        }
+    }
+    AwarenessUpdate::decode_v1(bytes).map_err(|_| invalid())
+}
+
+/// What a connection joining the session changed.
+#[derive(Debug)]
+pub struct JoinOutcome {
+    /// This was the user's first connection: announce `user-joined`.
+    pub first_for_user: bool,
+    pub participant: Participant,
+}
+
+/// What a connection leaving the session changed.
+#[derive(Debug, Default)]
+pub struct LeaveOutcome {
+    /// Awareness removal of the client ids the connection announced.
+    pub awareness_removal: Option<Bytes>,
+    /// The user's last connection left: announce `user-left`.
+    pub user_left: Option<String>,
+    /// The user was typing: announce `user-stopped-typing`.
+    pub stopped_typing: bool,
+}
+
+struct UserEntry {
+    name: String,
+    role: Role,
+    /// Role fixed by the token's `sessions` claim; role changes do not apply.
+    pinned: bool,
+    color: String,
+    connections: usize,
+}
+
+struct Conn {
+    user_id: String,
+    /// Awareness client ids this connection announced.
+    clients: HashSet<ClientID>,
+}
+
+/// Bookkeeping the manager uses for snapshots and eviction.
+pub(super) struct Lifecycle {
+    pub leases: usize,
+    pub evicted: bool,
+    /// Bumped by every applied change.
+    pub generation: u64,
+    /// Generation the store holds.
+    pub stored_generation: u64,
+    pub dirty_since: Option<Instant>,
+    pub last_change: Instant,
+    pub last_used: Instant,
+    pub snapshotting: bool,
+    /// Upper bound of the encoded state size (exact after a snapshot).
+    pub approx_size: usize,
+}
+
+impl Lifecycle {
+    pub fn dirty(&self) -> bool {
+        self.generation != self.stored_generation
+    }
+}
+
+struct Inner {
+    awareness: Awareness,
+    conns: HashMap<String, Conn>,
+    users: HashMap<String, UserEntry>,
+    typing: HashMap<String, Instant>,
+    life: Lifecycle,
+}
+
+/// A loaded session document.
+pub struct SessionDoc {
+    pub id: Arc<str>,
+    doc: Doc,
+    text: TextRef,
+    inner: Mutex<Inner>,
+    /// Updates applied in memory whose log row is not committed yet; a
+    /// document is never evicted while this is non-zero.
+    pub(super) pending_log: AtomicUsize,
+}
+
+impl SessionDoc {
+    /// Builds the live document from what the store holds.
+    pub fn load(id: &str, stored: &StoredDocument) -> Result<Self, StoreError> {
+        let doc = Doc::new();
+        // Root type first, before any transaction (yrs pitfall).
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        let mut size = 0;
+        {
+            let mut txn = doc.transact_mut();
+            for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+                size += bytes.len();
+                let u = decode_update(bytes).map_err(|_| {
+                    StoreError::Corrupt(format!("session {id}: undecodable stored update"))
+                })?;
+                txn.apply_update(u)
+                    .map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))?;
+            }
+        }
+        let now = Instant::now();
+        let dirty = !stored.updates.is_empty();
+        Ok(Self {
+            id: id.into(),
+            text,
+            inner: Mutex::new(Inner {
+                awareness: Awareness::new(doc.clone()),
+                conns: HashMap::new(),
+                users: HashMap::new(),
+                typing: HashMap::new(),
+                life: Lifecycle {
+                    leases: 0,
+                    evicted: false,
+                    // Log rows not folded into the snapshot yet: compact soon.
+                    generation: u64::from(dirty),
+                    stored_generation: 0,
+                    dirty_since: dirty.then_some(now),
+                    last_change: now,
+                    last_used: now,
+                    snapshotting: false,
+                    approx_size: size,
+                },
+            }),
+            doc,
+            pending_log: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the document down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn with_life<R>(&self, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
+        f(&mut self.lock().life)
+    }
+
+    /// Applies an update. `Ok(None)`: valid but changed nothing (not worth
+    /// broadcasting or logging). Size limits are checked before anything is
+    /// applied; a rejected update leaves the document untouched.
+    pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Option<()>, Error> {
+        limits.check_update_size(bytes.len())?;
+        let update = decode_update(bytes)?;
+        if update.is_empty() {
+            return Ok(None);
+        }
+        let mut inner = self.lock();
+        if inner.life.approx_size + bytes.len() > limits.max_document_bytes {
+            return Err(Error::new(
+                ErrorCode::DocumentTooLarge,
+                format!(
+                    "the document would exceed {} bytes",
+                    limits.max_document_bytes
+                ),
+            ));
+        }
+        {
+            let mut txn = self.doc.transact_mut();
+            // Nothing new (a re-sent update, an empty sync reply): skip it, so
+            // it is neither broadcast nor logged.
+            if !update.extends(&txn.state_vector()) && update.delete_set().is_empty() {
+                return Ok(None);
+            }
+            txn.apply_update(update).map_err(|e| {
+                tracing::warn!(session_id = %self.id, error = %e, "update refused by yrs");
+                Error::new(
+                    ErrorCode::InvalidUpdate,
+                    "the update does not apply to this document",
+                )
+            })?;
+        }
+        let now = Instant::now();
+        let life = &mut inner.life;
+        life.generation += 1;
+        life.dirty_since.get_or_insert(now);
+        life.last_change = now;
+        life.last_used = now;
+        life.approx_size += bytes.len();
+        Ok(Some(()))
+    }
+
+    /// The server's state vector (sync step 1).
+    pub fn state_vector(&self) -> Bytes {
+        Bytes::from(self.doc.transact().state_vector().encode_v1())
+    }
+
+    /// Everything the server has that `state_vector` lacks (sync step 2).
+    pub fn diff(&self, state_vector: &[u8]) -> Result<Bytes, Error> {
+        let sv = std::panic::catch_unwind(|| StateVector::decode_v1(state_vector))
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                Error::new(ErrorCode::InvalidUpdate, "bytes are not a Yjs state vector")
+            })?;
+        Ok(Bytes::from(
+            self.doc.transact().encode_state_as_update_v1(&sv),
+        ))
+    }
+
+    /// The whole document as one update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    /// The `monaco` text.
+    pub fn text(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
+
+    // ---- presence -------------------------------------------------------
+
+    /// Registers a connection of `user` with `role`. Idempotent per connection.
+    pub fn join(&self, conn: &str, user: &User, role: Role) -> JoinOutcome {
+        let mut inner = self.lock();
+        let pinned = user.sessions.contains_key(&*self.id) || user.guest_cap.is_some();
+        let fresh = !inner.conns.contains_key(conn);
+        if fresh {
+            inner.conns.insert(
+                conn.to_owned(),
+                Conn {
+                    user_id: user.id.clone(),
+                    clients: HashSet::new(),
+                },
+            );
+        }
+        let entry = inner
+            .users
+            .entry(user.id.clone())
+            .or_insert_with(|| UserEntry {
+                name: user.name.clone(),
+                role,
+                pinned,
+                color: user_color(&user.id),
+                connections: 0,
+            });
+        entry.role = role;
+        entry.name = user.name.clone();
+        entry.pinned = pinned;
+        if fresh {
+            entry.connections += 1;
+        }
+        let first_for_user = fresh && entry.connections == 1;
+        JoinOutcome {
+            first_for_user,
+            participant: Participant {
+                id: user.id.clone(),
+                name: entry.name.clone(),
+                role: entry.role,
+                color: entry.color.clone(),
+            },
+        }
+    }
+
+    /// Removes a connection: its awareness states, its typing flag if it was
+    /// the user's last connection.
+    pub fn leave(&self, conn: &str) -> LeaveOutcome {
+        let mut inner = self.lock();
+        let Some(c) = inner.conns.remove(conn) else {
+            return LeaveOutcome::default();
+        };
+        let mut out = LeaveOutcome::default();
+        if !c.clients.is_empty() {
+            let ids: Vec<ClientID> = c.clients.into_iter().collect();
+            for id in &ids {
+                inner.awareness.remove_state(*id);
+            }
+            out.awareness_removal = inner
+                .awareness
+                .update_with_clients(ids)
+                .ok()
+                .map(|u| Bytes::from(u.encode_v1()));
+        }
+        let last = match inner.users.get_mut(&c.user_id) {
+            Some(u) => {
+                u.connections = u.connections.saturating_sub(1);
+                u.connections == 0
+            }
+            None => false,
+        };
+        if last {
+            inner.users.remove(&c.user_id);
+            out.stopped_typing = inner.typing.remove(&c.user_id).is_some();
+            out.user_left = Some(c.user_id);
+        }
+        out
+    }
+
+    /// Connected users now.
+    pub fn participants(&self) -> Vec<Participant> {
+        let inner = self.lock();
+        let mut v: Vec<Participant> = inner
+            .users
+            .iter()
+            .map(|(id, u)| Participant {
+                id: id.clone(),
+                name: u.name.clone(),
+                role: u.role,
+                color: u.color.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Number of connections (sockets) in the session.
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// The current role of the user behind `conn` (`None` = not joined).
+    pub fn role_of(&self, conn: &str) -> Option<Role> {
+        let inner = self.lock();
+        let user_id = &inner.conns.get(conn)?.user_id;
+        inner.users.get(user_id).map(|u| u.role)
+    }
+
+    /// The user behind a connection: `(id, name)`.
+    pub fn user_of(&self, conn: &str) -> Option<(String, String)> {
+        let inner = self.lock();
+        let user_id = &inner.conns.get(conn)?.user_id;
+        inner
+            .users
+            .get(user_id)
+            .map(|u| (user_id.clone(), u.name.clone()))
+    }
+
+    /// Changes a connected user's role at once (HTTP role changes). A role
+    /// pinned by the user's token is left alone. `resolve` gets the role the
+    /// user now has, `None` = no access.
+    pub fn set_user_role(&self, user_id: &str, role: Option<Role>) {
+        let mut inner = self.lock();
+        if let Some(u) = inner.users.get_mut(user_id) {
+            if !u.pinned {
+                match role {
+                    Some(r) => u.role = r,
+                    // No access left: cannot edit; reads stay until they rejoin.
+                    None => u.role = Role::Viewer,
+                }
+            }
+        }
+    }
+
+    /// Connected users whose role is not pinned by a token.
+    pub fn unpinned_users(&self) -> Vec<String> {
+        self.lock()
+            .users
+            .iter()
+            .filter(|(_, u)| !u.pinned)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Applies an awareness update from `conn` and remembers which client ids
+    /// it speaks for.
+    pub fn apply_awareness(&self, conn: &str, bytes: &[u8]) -> Result<(), Error> {
+        let update = decode_awareness(bytes)?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(c) = inner.conns.get_mut(conn) {
+            for (id, entry) in &update.clients {
+                if &*entry.json == "null" {
+                    c.clients.remove(id);
+                } else {
+                    c.clients.insert(*id);
+                }
+            }
+        }
+        inner
+            .awareness
+            .apply_update(update)
+            .map_err(|_| Error::new(ErrorCode::InvalidUpdate, "awareness update refused"))?;
+        inner.life.last_used = Instant::now();
+        Ok(())
+    }
+
+    /// All present awareness states as one update (for a joiner).
+    pub fn awareness_states(&self) -> Option<Bytes> {
+        let inner = self.lock();
+        let u = inner.awareness.update().ok()?;
+        (!u.clients.is_empty()).then(|| Bytes::from(u.encode_v1()))
+    }
+
+    /// Removes states nobody refreshed for 30 s; returns the removal to broadcast.
+    pub fn sweep_awareness(&self, now_ms: u64) -> Option<Bytes> {
+        let mut inner = self.lock();
+        let stale: Vec<ClientID> = inner
+            .awareness
+            .iter()
+            .filter(|(_, st)| {
+                st.data.is_some() && now_ms.saturating_sub(st.last_updated) > AWARENESS_TIMEOUT_MS
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if stale.is_empty() {
+            return None;
+        }
+        for id in &stale {
+            inner.awareness.remove_state(*id);
+        }
+        for c in inner.conns.values_mut() {
+            for id in &stale {
+                c.clients.remove(id);
+            }
+        }
+        inner
+            .awareness
+            .update_with_clients(stale)
+            .ok()
+            .map(|u| Bytes::from(u.encode_v1()))
+    }
+
+    // ---- typing ---------------------------------------------------------
+
+    /// Marks the user typing; `true` if they were not already.
+    pub fn set_typing(&self, user_id: &str, typing: bool, now: Instant) -> bool {
+        let mut inner = self.lock();
+        if typing {
+            inner
+                .typing
+                .insert(user_id.to_owned(), now + TYPING_TIMEOUT)
+                .is_none()
+        } else {
+            inner.typing.remove(user_id).is_some()
+        }
+    }
+
+    /// Users whose typing indicator expired at `now` (removed).
+    pub fn expire_typing(&self, now: Instant) -> Vec<String> {
+        let mut inner = self.lock();
+        let expired: Vec<String> = inner
+            .typing
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in &expired {
+            inner.typing.remove(u);
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::Text;
+
+    fn limits() -> Limits {
+        Limits {
+            max_update_bytes: 1 << 20,
+            max_document_bytes: 1 << 20,
+        }
+    }
+
+    fn edit(text: &str) -> Vec<u8> {
+        let d = Doc::new();
+        let t = d.get_or_insert_text(TEXT_NAME);
+        let mut txn = d.transact_mut();
+        t.insert(&mut txn, 0, text);
+        txn.encode_update_v1()
+    }
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            name: id.to_uppercase(),
+            sessions: Default::default(),
+            guest_cap: None,
+        }
+    }
+
+    #[test]
+    fn applies_diffs_and_ignores_duplicates_and_garbage() {
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let u = edit("hello");
+        assert!(d.apply_update(&u, &limits()).unwrap().is_some());
+        assert!(
+            d.apply_update(&u, &limits()).unwrap().is_none(),
+            "duplicate is a no-op"
+        );
+        assert_eq!(d.text(), "hello");
+        for junk in [
+            &b"\xff\xff\xff"[..],
+            &[0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..],
+            b"garbage!",
+        ] {
+            assert_eq!(
+                d.apply_update(junk, &limits()).unwrap_err().code,
+                ErrorCode::InvalidUpdate
+            );
+        }
+        assert_eq!(d.text(), "hello");
+        // A fresh replica syncing from the empty state vector gets everything.
+        let empty_sv = StateVector::default().encode_v1();
+        let diff = d.diff(&empty_sv).unwrap();
+        let other = SessionDoc::load("t", &StoredDocument::default()).unwrap();
+        other.apply_update(&diff, &limits()).unwrap();
+        assert_eq!(other.text(), "hello");
+        assert_eq!(d.diff(b"\xff").unwrap_err().code, ErrorCode::InvalidUpdate);
+    }
+
+    #[test]
+    fn size_limits_leave_the_document_untouched() {
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let small = Limits {
+            max_update_bytes: 10,
+            max_document_bytes: 1 << 20,
+        };
+        assert_eq!(
+            d.apply_update(&edit("a long insert"), &small)
+                .unwrap_err()
+                .code,
+            ErrorCode::UpdateTooLarge
+        );
+        let tiny_doc = Limits {
+            max_update_bytes: 1 << 20,
+            max_document_bytes: 60,
+        };
+        d.apply_update(&edit("ok"), &tiny_doc).unwrap();
+        assert_eq!(
+            d.apply_update(&edit("x".repeat(80).as_str()), &tiny_doc)
+                .unwrap_err()
+                .code,
+            ErrorCode::DocumentTooLarge
+        );
+        assert_eq!(d.text(), "ok");
+    }
+
+    #[test]
+    fn presence_tracks_users_connections_and_awareness() {
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        assert!(d.join("c1", &user("u1"), Role::Editor).first_for_user);
+        assert!(!d.join("c2", &user("u1"), Role::Editor).first_for_user);
+        assert!(d.join("c3", &user("u2"), Role::Viewer).first_for_user);
+        assert_eq!(d.participants().len(), 2);
+        assert_eq!(d.role_of("c3"), Some(Role::Viewer));
+
+        // c1 announces awareness client 42.
+        let peer = Awareness::new(Doc::with_client_id(42));
+        peer.doc();
+        let mut peer = peer;
+        peer.set_local_state_raw(r#"{"user":"u1"}"#);
+        let bytes = peer.update().unwrap().encode_v1();
+        d.apply_awareness("c1", &bytes).unwrap();
+        assert!(d.awareness_states().is_some());
+        assert_eq!(
+            d.apply_awareness("c1", b"\x01\xff").unwrap_err().code,
+            ErrorCode::InvalidUpdate
+        );
+
+        let out = d.leave("c1");
+        assert!(out.awareness_removal.is_some(), "announced state removed");
+        assert_eq!(out.user_left, None, "u1 still has c2");
+        assert!(d.awareness_states().is_none());
+        assert_eq!(d.leave("c2").user_left.as_deref(), Some("u1"));
+        assert_eq!(d.participants().len(), 1);
+    }
+
+    #[test]
+    fn typing_expires() {
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let t0 = Instant::now();
+        assert!(d.set_typing("u", true, t0));
+        assert!(!d.set_typing("u", true, t0));
+        assert!(
+            d.expire_typing(t0 + std::time::Duration::from_secs(4))
+                .is_empty()
+        );
+        assert_eq!(d.expire_typing(t0 + TYPING_TIMEOUT), vec!["u".to_string()]);
+    }
+}

@@ -1,0 +1,115 @@
+//! The one client-facing error: a stable [`ErrorCode`] (PROTOCOL.md, "Error
+//! codes") plus a human message. Internal details are logged where they occur
+//! and never put into an [`Error`] sent to a client.
+
+use serde::Serialize;
+
+/// Stable error codes of PROTOCOL.md. The wire form is SCREAMING_SNAKE_CASE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    SessionNotFound,
+    InvalidSessionId,
+    NotJoined,
+    InvalidPayload,
+    InvalidUpdate,
+    UpdateTooLarge,
+    DocumentTooLarge,
+    RateLimited,
+    MessageEmpty,
+    MessageTooLong,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name, e.g. `SESSION_NOT_FOUND`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::SessionNotFound => "SESSION_NOT_FOUND",
+            Self::InvalidSessionId => "INVALID_SESSION_ID",
+            Self::NotJoined => "NOT_JOINED",
+            Self::InvalidPayload => "INVALID_PAYLOAD",
+            Self::InvalidUpdate => "INVALID_UPDATE",
+            Self::UpdateTooLarge => "UPDATE_TOO_LARGE",
+            Self::DocumentTooLarge => "DOCUMENT_TOO_LARGE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::MessageEmpty => "MESSAGE_EMPTY",
+            Self::MessageTooLong => "MESSAGE_TOO_LONG",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// HTTP status of PROTOCOL.md's HTTP API for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::SessionNotFound => 404,
+            Self::UpdateTooLarge | Self::DocumentTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Error = { code, message, sessionId?, retryAfterMs? }` of PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            session_id: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// An `INTERNAL` error. Log the cause before calling this; it is not sent.
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "internal server error")
+    }
+
+    pub fn with_session(mut self, session_id: &str) -> Self {
+        self.session_id = Some(session_id.to_owned());
+        self
+    }
+
+    pub fn rate_limited(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(ErrorCode::RateLimited, "update rate limit exceeded")
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Self::internal()
+    }
+}
+
+/// Result with the client-facing [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,431 @@
+//! The native dialect on namespace `/` (PROTOCOL.md, "Native dialect"): one
+//! socket, any number of sessions. Authentication happens in the connect
+//! middleware; handlers are registered before any `.await` so no early event
+//! is lost (socketioxide pitfall).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use super::{
+    AppState, ConnState, Dialect, WantsAck, accept_update, authenticate, emit_or_kick,
+    join_presence, leave_presence, request_client_diff, resolve_session, room,
+};
+use crate::core::{DocLease, SessionDoc};
+use crate::error::{Error, ErrorCode};
+use crate::model::{ChatMessage, Participant, Role};
+
+/// Chat messages longer than this (in characters, after trimming) are refused.
+pub const MAX_CHAT_CHARS: usize = 1000;
+/// Chat messages returned in the `join-session` ack.
+pub const JOIN_CHAT_HISTORY: i64 = 50;
+
+/// Per-socket state, kept in the socket's extensions.
+pub struct NativeSocket {
+    conn: Arc<ConnState>,
+    joined: Mutex<HashMap<String, DocLease>>,
+}
+
+impl NativeSocket {
+    fn doc(&self, session_id: &str) -> Result<Arc<SessionDoc>, Error> {
+        self.joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(session_id)
+            .map(|l| Arc::clone(l))
+            .ok_or_else(|| {
+                Error::new(ErrorCode::NotJoined, "join the session first").with_session(session_id)
+            })
+    }
+}
+
+/// The `connect_error` message: exactly the code.
+#[derive(Debug)]
+pub struct Refusal(pub ErrorCode);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionArg {
+    session_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChatArg {
+    session_id: String,
+    content: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinReply {
+    ok: bool,
+    session_id: String,
+    role: Role,
+    participants: Vec<Participant>,
+    chat: Vec<ChatMessage>,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    ok: bool,
+    error: &'a Error,
+}
+
+fn invalid_payload() -> Error {
+    Error::new(
+        ErrorCode::InvalidPayload,
+        "arguments of the wrong shape or type",
+    )
+}
+
+/// Answers a request: through its ack if it has one, else failures as an `error` event.
+fn reply<T: Serialize>(s: &SocketRef, ack: AckSender, wants_ack: bool, result: Result<T, Error>) {
+    match result {
+        Ok(v) => {
+            let _ = ack.send(&v);
+        }
+        Err(e) => {
+            if e.code == ErrorCode::Internal {
+                metrics::counter!("tandem_internal_errors_total").increment(1);
+            }
+            if wants_ack {
+                let _ = ack.send(&Failure {
+                    ok: false,
+                    error: &e,
+                });
+            } else {
+                emit_or_kick(s, "error", &e);
+            }
+        }
+    }
+}
+
+fn ok() -> serde_json::Value {
+    serde_json::json!({ "ok": true })
+}
+
+async fn authenticate_mw(
+    s: SocketRef,
+    TryData(auth): TryData<serde_json::Value>,
+    State(st): State<AppState>,
+) -> Result<(), Refusal> {
+    let user = authenticate(&st, auth.ok().as_ref(), s.id.as_str()).map_err(|e| Refusal(e.code))?;
+    let ctx = Arc::new(NativeSocket {
+        conn: ConnState::new(user, &st.config),
+        joined: Mutex::new(HashMap::new()),
+    });
+    s.extensions.insert(ctx);
+    Ok(())
+}
+
+fn ctx(s: &SocketRef) -> Arc<NativeSocket> {
+    s.extensions
+        .get::<Arc<NativeSocket>>()
+        .expect("set by the connect middleware")
+}
+
+/// Registers the namespace.
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate_mw));
+}
+
+async fn on_connect(s: SocketRef) {
+    let span = tracing::debug_span!("socket", socket_id = %s.id);
+    let _e = span.enter();
+    s.on(
+        "join-session",
+        async |s: SocketRef,
+               TryData(a): TryData<SessionArg>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok(a) => join(&s, &st, &a.session_id).await,
+                Err(_) => Err(invalid_payload()),
+            };
+            let joined = result.as_ref().ok().map(|r| r.session_id.clone());
+            reply(&s, ack, w, result);
+            if let Some(id) = joined {
+                after_join(&s, &st, &id);
+            }
+        },
+    );
+    s.on(
+        "leave-session",
+        async |s: SocketRef,
+               TryData(a): TryData<SessionArg>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok(a) => {
+                    if leave(&s, &st, &a.session_id) {
+                        Ok(ok())
+                    } else {
+                        Err(Error::new(ErrorCode::NotJoined, "not joined")
+                            .with_session(&a.session_id))
+                    }
+                }
+                Err(_) => Err(invalid_payload()),
+            };
+            reply(&s, ack, w, result);
+        },
+    );
+    s.on(
+        "yjs-sync-step-1",
+        async |s: SocketRef,
+               TryData(a): TryData<(String, Bytes)>,
+               ack: AckSender,
+               WantsAck(w): WantsAck| {
+            let result = match a {
+                Ok((id, sv)) => ctx(&s)
+                    .doc(&id)
+                    .and_then(|d| d.diff(&sv))
+                    .map_err(|e| e.with_session(&id)),
+                Err(_) => Err(invalid_payload()),
+            };
+            reply(&s, ack, w, result);
+        },
+    );
+    s.on(
+        "yjs-update",
+        async |s: SocketRef,
+               TryData(a): TryData<(String, Bytes)>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok((id, update)) => {
+                    let c = ctx(&s);
+                    match c.doc(&id) {
+                        Ok(doc) => {
+                            accept_update(&s, &st, &c.conn, &doc, update, w, Dialect::Native).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                    .map(|()| ok())
+                    .map_err(|e| e.with_session(&id))
+                }
+                Err(_) => Err(invalid_payload()),
+            };
+            reply(&s, ack, w, result);
+        },
+    );
+    s.on(
+        "yjs-awareness",
+        async |s: SocketRef,
+               TryData(a): TryData<(String, Bytes)>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok((id, bytes)) => ctx(&s)
+                    .doc(&id)
+                    .and_then(|d| d.apply_awareness(s.id.as_str(), &bytes))
+                    .map(|()| {
+                        if let Some(f) = st.manager.fanout() {
+                            f.awareness(&id, &bytes, Some(s.id.as_str()));
+                        }
+                    })
+                    .map_err(|e| e.with_session(&id)),
+                Err(_) => Err(invalid_payload()),
+            };
+            if result.is_err() || w {
+                reply(&s, ack, w, result.map(|()| ok()));
+            }
+        },
+    );
+    s.on(
+        "chat-message",
+        async |s: SocketRef,
+               TryData(a): TryData<ChatArg>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok(a) => chat(&s, &st, &a.session_id, &a.content)
+                    .await
+                    .map_err(|e| e.with_session(&a.session_id)),
+                Err(_) => Err(invalid_payload()),
+            };
+            reply(
+                &s,
+                ack,
+                w,
+                result.map(|m| serde_json::json!({ "ok": true, "message": m })),
+            );
+        },
+    );
+    for (event, typing) in [("typing", true), ("stop-typing", false)] {
+        s.on(
+            event,
+            async move |s: SocketRef,
+                        TryData(a): TryData<SessionArg>,
+                        ack: AckSender,
+                        WantsAck(w): WantsAck| {
+                let result = match a {
+                    Ok(a) => set_typing(&s, &a.session_id, typing)
+                        .map_err(|e| e.with_session(&a.session_id)),
+                    Err(_) => Err(invalid_payload()),
+                };
+                if result.is_err() || w {
+                    reply(&s, ack, w, result.map(|()| ok()));
+                }
+            },
+        );
+    }
+    s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
+        let ids: Vec<String> = ctx(&s)
+            .joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            leave(&s, &st, &id);
+        }
+    });
+}
+
+async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinReply, Error> {
+    let c = ctx(s);
+    let (session, role) = resolve_session(st, &c.conn.user, session_id)
+        .await
+        .map_err(|e| e.with_session(session_id))?;
+    let lease = st
+        .manager
+        .open(&session.id)
+        .await
+        .map_err(|e| e.with_session(session_id))?;
+    join_presence(st, &lease, s.id.as_str(), &c.conn.user, role);
+    s.join(room(session_id));
+    c.joined
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(session_id.to_owned(), lease);
+    let chat = st
+        .manager
+        .store()
+        .list_chat(session_id, None, JOIN_CHAT_HISTORY)
+        .await?;
+    let doc = c.doc(session_id)?;
+    Ok(JoinReply {
+        ok: true,
+        session_id: session_id.to_owned(),
+        role,
+        participants: doc.participants(),
+        chat,
+    })
+}
+
+/// After the join ack: ask the client for what it has (sync step 1) and send
+/// the presence of everyone already there.
+fn after_join(s: &SocketRef, st: &AppState, session_id: &str) {
+    let Ok(doc) = ctx(s).doc(session_id) else {
+        return;
+    };
+    request_client_diff(s.clone(), st.clone(), doc.clone(), Dialect::Native);
+    if let Some(states) = doc.awareness_states() {
+        emit_or_kick(s, "yjs-awareness", &(session_id, states));
+    }
+}
+
+async fn chat(
+    s: &SocketRef,
+    st: &AppState,
+    session_id: &str,
+    content: &str,
+) -> Result<ChatMessage, Error> {
+    let c = ctx(s);
+    c.doc(session_id)?;
+    let content = validate_chat(content)?;
+    let msg = st
+        .manager
+        .store()
+        .insert_chat(session_id, &c.conn.user.id, &c.conn.user.name, content)
+        .await?;
+    for peer in s.within(room(session_id)).sockets() {
+        emit_or_kick(&peer, "chat-message", &msg);
+    }
+    Ok(msg)
+}
+
+/// Trims and checks a chat message (PROTOCOL.md error codes).
+pub fn validate_chat(content: &str) -> Result<&str, Error> {
+    let content = content.trim();
+    if content.is_empty() {
+        return Err(Error::new(ErrorCode::MessageEmpty, "message is empty"));
+    }
+    if content.chars().count() > MAX_CHAT_CHARS {
+        return Err(Error::new(
+            ErrorCode::MessageTooLong,
+            format!("messages are at most {MAX_CHAT_CHARS} characters"),
+        ));
+    }
+    Ok(content)
+}
+
+fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error> {
+    let c = ctx(s);
+    let doc = c.doc(session_id)?;
+    let changed = doc.set_typing(&c.conn.user.id, typing, tokio::time::Instant::now());
+    if typing {
+        // Always relay a refresh: the 5 s expiry restarts at the others too.
+        let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id, "userName": c.conn.user.name });
+        for peer in s.to(room(session_id)).sockets() {
+            emit_or_kick(&peer, "user-typing", &msg);
+        }
+    } else if changed {
+        let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id });
+        for peer in s.to(room(session_id)).sockets() {
+            emit_or_kick(&peer, "user-stopped-typing", &msg);
+        }
+    }
+    Ok(())
+}
+
+/// Leaves one session; `false` if the socket had not joined it.
+fn leave(s: &SocketRef, st: &AppState, session_id: &str) -> bool {
+    let c = ctx(s);
+    let Some(lease) = c
+        .joined
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(session_id)
+    else {
+        return false;
+    };
+    s.leave(room(session_id));
+    leave_presence(st, &lease, s.id.as_str(), &c.conn.user);
+    drop(lease);
+    true
+}
+
+/// Removes every socket of a deleted session from its room with `SESSION_NOT_FOUND`.
+pub fn evict_session(io: &SocketIo, session_id: &str) {
+    let err =
+        Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(session_id);
+    for s in io.to(room(session_id)).sockets() {
+        if let Some(c) = s.extensions.get::<Arc<NativeSocket>>() {
+            c.joined
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(session_id);
+        }
+        s.leave(room(session_id));
+        emit_or_kick(&s, "error", &err);
+    }
+}

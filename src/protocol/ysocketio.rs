@@ -1,0 +1,133 @@
+//! The y-socket.io dialect (PROTOCOL.md): namespace `/yjs|<session-id>`,
+//! events `sync-step-1`, `sync-update`, `awareness-update`, exactly as the npm
+//! package `y-socket.io` 1.1.x. Auth, authorization and the document load
+//! happen in the connect middleware; everything else is the shared core path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use super::native::Refusal;
+use super::{
+    AppState, ConnState, Dialect, accept_update, authenticate, emit_or_kick, join_presence,
+    leave_presence, request_client_diff, resolve_session,
+};
+use crate::core::DocLease;
+use crate::error::{Error, ErrorCode};
+
+/// Per-socket state: one socket, one session.
+struct YSocket {
+    conn: Arc<ConnState>,
+    doc: DocLease,
+}
+
+fn session_id_of(ns: &str) -> &str {
+    ns.strip_prefix("/yjs|").unwrap_or_default()
+}
+
+async fn connect_mw(
+    s: SocketRef,
+    TryData(auth): TryData<serde_json::Value>,
+    State(st): State<AppState>,
+) -> Result<(), Refusal> {
+    let id = session_id_of(s.ns()).to_owned();
+    let user = authenticate(&st, auth.ok().as_ref(), s.id.as_str()).map_err(|e| Refusal(e.code))?;
+    let refuse = |e: Error| {
+        tracing::debug!(socket_id = %s.id, session_id = %id, code = %e.code, "y-socket.io connection refused");
+        Refusal(e.code)
+    };
+    let (session, role) = resolve_session(&st, &user, &id).await.map_err(refuse)?;
+    let doc = st.manager.open(&session.id).await.map_err(refuse)?;
+    join_presence(&st, &doc, s.id.as_str(), &user, role);
+    s.extensions.insert(Arc::new(YSocket {
+        conn: ConnState::new(user, &st.config),
+        doc,
+    }));
+    Ok(())
+}
+
+fn ctx(s: &SocketRef) -> Arc<YSocket> {
+    s.extensions
+        .get::<Arc<YSocket>>()
+        .expect("set by the connect middleware")
+}
+
+/// Registers the dynamic namespace.
+pub fn register(io: &SocketIo) {
+    io.dyn_ns("/yjs|{*session}", on_connect.with(connect_mw))
+        .expect("static namespace pattern is valid");
+}
+
+async fn on_connect(s: SocketRef, State(st): State<AppState>) {
+    s.on(
+        "sync-step-1",
+        async |s: SocketRef, TryData(sv): TryData<Bytes>, ack: AckSender| match sv
+            .map_err(|_| Error::new(ErrorCode::InvalidPayload, "expected a binary state vector"))
+            .and_then(|sv| ctx(&s).doc.diff(&sv))
+        {
+            Ok(diff) => {
+                let _ = ack.send(&diff);
+            }
+            Err(e) => emit_or_kick(&s, "error", &e.with_session(session_id_of(s.ns()))),
+        },
+    );
+    s.on(
+        "sync-update",
+        async |s: SocketRef, TryData(u): TryData<Bytes>, State(st): State<AppState>| {
+            let c = ctx(&s);
+            let result = match u {
+                Ok(u) => {
+                    accept_update(&s, &st, &c.conn, &c.doc, u, false, Dialect::YSocketIo).await
+                }
+                Err(_) => Err(Error::new(
+                    ErrorCode::InvalidPayload,
+                    "expected a binary update",
+                )),
+            };
+            if let Err(e) = result {
+                emit_or_kick(&s, "error", &e.with_session(&c.doc.id));
+            }
+        },
+    );
+    s.on(
+        "awareness-update",
+        async |s: SocketRef, TryData(u): TryData<Bytes>, State(st): State<AppState>| {
+            let c = ctx(&s);
+            let result = u
+                .map_err(|_| {
+                    Error::new(
+                        ErrorCode::InvalidPayload,
+                        "expected a binary awareness update",
+                    )
+                })
+                .and_then(|u| c.doc.apply_awareness(s.id.as_str(), &u).map(|()| u));
+            match result {
+                Ok(u) => {
+                    if let Some(f) = st.manager.fanout() {
+                        f.awareness(&c.doc.id, &u, Some(s.id.as_str()));
+                    }
+                }
+                Err(e) => emit_or_kick(&s, "error", &e.with_session(&c.doc.id)),
+            }
+        },
+    );
+    s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
+        let c = ctx(&s);
+        leave_presence(&st, &c.doc, s.id.as_str(), &c.conn.user);
+        s.extensions.remove::<Arc<YSocket>>();
+    });
+
+    let c = ctx(&s);
+    request_client_diff(
+        s.clone(),
+        st.clone(),
+        Arc::clone(&c.doc),
+        Dialect::YSocketIo,
+    );
+    if let Some(states) = c.doc.awareness_states() {
+        emit_or_kick(&s, "awareness-update", &states);
+    }
+}
