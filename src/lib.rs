@@ -13,6 +13,7 @@
 //! - [`core`]: documents, presence, limits, the update log and snapshots. No sockets, no SQL.
 //! - [`store`]: the `Store` trait over SQLite and PostgreSQL.
 //! - [`auth`]: JWTs and the role rule; [`model`], [`error`]: shared types.
+//! - [`trace`]: real editing traces as Yjs updates (benches, tests, load generator).
 //! - [`client`]: a minimal Socket.IO client for tests and the load generator.
 
 pub mod auth;
@@ -24,3 +25,4 @@ pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod trace;
