@@ -60,11 +60,14 @@ fn update_path(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = tandem::config::Config::default();
-    config.update_log = false; // the log is measured by the persistence bench
-    config.updates_per_second = u32::MAX / 2;
-    config.update_burst = u32::MAX / 2;
-    config.max_document_bytes = usize::MAX / 2;
+    // The log is measured by the persistence bench; budgets and limits out of the way.
+    let config = tandem::config::Config {
+        update_log: false,
+        updates_per_second: u32::MAX / 2,
+        update_burst: u32::MAX / 2,
+        max_document_bytes: usize::MAX / 2,
+        ..Default::default()
+    };
     let (manager, user) = rt.block_on(async {
         let store =
             tandem::store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()))

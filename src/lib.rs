@@ -17,6 +17,7 @@
 //! - [`client`]: a minimal Socket.IO client for tests and the load generator.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::log::UpdateLog;
-use super::{Fanout, Limits, SessionDoc};
+use super::{Applied, Fanout, Limits, SessionDoc};
 use crate::error::{Error, ErrorCode};
 use crate::store::Store;
 
@@ -201,7 +201,8 @@ impl DocManager {
 
     /// Applies an update from any source and fans it out to every other
     /// replica. With `want_ack` the returned receiver resolves once the update
-    /// is durably logged. `Ok(None)` for a no-op update.
+    /// is durably logged; `Ok(None)` when there is nothing to wait for (an
+    /// empty or already-known update, or the log is off).
     pub async fn submit_update(
         &self,
         doc: &Arc<SessionDoc>,
@@ -210,7 +211,8 @@ impl DocManager {
         want_ack: bool,
     ) -> Result<Option<oneshot::Receiver<bool>>, Error> {
         let started = std::time::Instant::now();
-        if doc.apply_update(&update, &self.cfg.limits)?.is_none() {
+        let applied = doc.apply_update(&update, &self.cfg.limits)?;
+        if applied == Applied::Empty {
             return Ok(None);
         }
         if let Some(f) = self.fanout.get() {
@@ -218,6 +220,9 @@ impl DocManager {
         }
         metrics::counter!("tandem_updates_applied_total").increment(1);
         metrics::histogram!("tandem_update_apply_seconds").record(started.elapsed().as_secs_f64());
+        if applied == Applied::Known {
+            return Ok(None);
+        }
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match log {
             Some(log) => Ok(log.append(doc, update, want_ack).await),

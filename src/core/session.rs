@@ -54,6 +54,17 @@ fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, Error> {
     AwarenessUpdate::decode_v1(bytes).map_err(|_| invalid())
 }
 
+/// Outcome of [`SessionDoc::apply_update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The update changed the document: relay and log it.
+    Changed,
+    /// Already known here: relay it, do not log it.
+    Known,
+    /// No content at all: drop it.
+    Empty,
+}
+
 /// What a connection joining the session changed.
 #[derive(Debug)]
 pub struct JoinOutcome {
@@ -184,14 +195,18 @@ impl SessionDoc {
         f(&mut self.lock().life)
     }
 
-    /// Applies an update. `Ok(None)`: valid but changed nothing (not worth
-    /// broadcasting or logging). Size limits are checked before anything is
+    /// Applies an update. Size limits are checked before anything is
     /// applied; a rejected update leaves the document untouched.
-    pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Option<()>, Error> {
+    ///
+    /// `Ok(Applied::Empty)`: no structs, no deletions (nothing to relay).
+    /// `Ok(Applied::Known)`: everything in it was already here; it must still
+    /// be relayed (a peer may have missed the update that brought it, which
+    /// was not sent back to its own origin), but not logged again.
+    pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Applied, Error> {
         limits.check_update_size(bytes.len())?;
         let update = decode_update(bytes)?;
         if update.is_empty() {
-            return Ok(None);
+            return Ok(Applied::Empty);
         }
         let mut inner = self.lock();
         if inner.life.approx_size + bytes.len() > limits.max_document_bytes {
@@ -203,13 +218,9 @@ impl SessionDoc {
                 ),
             ));
         }
-        {
+        let changed = {
             let mut txn = self.doc.transact_mut();
-            // Nothing new (a re-sent update, an empty sync reply): skip it, so
-            // it is neither broadcast nor logged.
-            if !update.extends(&txn.state_vector()) && update.delete_set().is_empty() {
-                return Ok(None);
-            }
+            let before = txn.state_vector();
             txn.apply_update(update).map_err(|e| {
                 tracing::warn!(session_id = %self.id, error = %e, "update refused by yrs");
                 Error::new(
@@ -217,6 +228,15 @@ impl SessionDoc {
                     "the update does not apply to this document",
                 )
             })?;
+            // New structs, new deletions, or anything parked waiting for a
+            // missing dependency (an update that arrived out of order) count
+            // as a change; a pure re-send does not.
+            txn.state_vector() != before
+                || !txn.delete_set().is_empty()
+                || txn.has_missing_updates()
+        };
+        if !changed {
+            return Ok(Applied::Known);
         }
         let now = Instant::now();
         let life = &mut inner.life;
@@ -225,7 +245,7 @@ impl SessionDoc {
         life.last_change = now;
         life.last_used = now;
         life.approx_size += bytes.len();
-        Ok(Some(()))
+        Ok(Applied::Changed)
     }
 
     /// The server's state vector (sync step 1).
@@ -380,13 +400,13 @@ impl SessionDoc {
     /// user now has, `None` = no access.
     pub fn set_user_role(&self, user_id: &str, role: Option<Role>) {
         let mut inner = self.lock();
-        if let Some(u) = inner.users.get_mut(user_id) {
-            if !u.pinned {
-                match role {
-                    Some(r) => u.role = r,
-                    // No access left: cannot edit; reads stay until they rejoin.
-                    None => u.role = Role::Viewer,
-                }
+        if let Some(u) = inner.users.get_mut(user_id)
+            && !u.pinned
+        {
+            match role {
+                Some(r) => u.role = r,
+                // No access left: cannot edit; reads stay until they rejoin.
+                None => u.role = Role::Viewer,
             }
         }
     }
@@ -524,10 +544,11 @@ mod tests {
     fn applies_diffs_and_ignores_duplicates_and_garbage() {
         let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
         let u = edit("hello");
-        assert!(d.apply_update(&u, &limits()).unwrap().is_some());
-        assert!(
-            d.apply_update(&u, &limits()).unwrap().is_none(),
-            "duplicate is a no-op"
+        assert_eq!(d.apply_update(&u, &limits()).unwrap(), Applied::Changed);
+        assert_eq!(
+            d.apply_update(&u, &limits()).unwrap(),
+            Applied::Known,
+            "a duplicate changes nothing"
         );
         assert_eq!(d.text(), "hello");
         for junk in [
@@ -618,5 +639,35 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(d.expire_typing(t0 + TYPING_TIMEOUT), vec!["u".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod ooo_tests {
+    use super::*;
+    use yrs::Text;
+
+    #[test]
+    fn out_of_order_updates_are_relayed() {
+        let limits = Limits {
+            max_update_bytes: 1 << 20,
+            max_document_bytes: 1 << 20,
+        };
+        let a = Doc::with_client_id(1);
+        let ta = a.get_or_insert_text(TEXT_NAME);
+        let mut ups = Vec::new();
+        for i in 0..20u32 {
+            let mut txn = a.transact_mut();
+            let len = ta.len(&txn);
+            ta.insert(&mut txn, (i * 7) % (len + 1), "x");
+            ups.push(txn.encode_update_v1());
+        }
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        // Reverse order: every update but the first arrives before its dependencies.
+        for (i, u) in ups.iter().enumerate().rev() {
+            let r = d.apply_update(u, &limits).unwrap();
+            assert_eq!(r, Applied::Changed, "update {i} dropped");
+        }
+        assert_eq!(d.text(), ta.get_string(&a.transact()));
     }
 }

@@ -338,10 +338,10 @@ pub async fn accept_update(
         .manager
         .submit_update(doc, update, Some(s.id.as_str()), want_ack)
         .await?;
-    if let Some(done) = done {
-        if !done.await.unwrap_or(false) {
-            return Err(Error::internal());
-        }
+    if let Some(done) = done
+        && !done.await.unwrap_or(false)
+    {
+        return Err(Error::internal());
     }
     Ok(())
 }

@@ -127,6 +127,10 @@ async fn authenticate_mw(
         joined: Mutex::new(HashMap::new()),
     });
     s.extensions.insert(ctx);
+    // Handlers go on here, not in the connect handler: socketioxide sends
+    // CONNECT and then spawns the connect handler, so events a client sends
+    // right after CONNECT would find no handler and be dropped.
+    register_handlers(&s);
     Ok(())
 }
 
@@ -142,8 +146,10 @@ pub fn register(io: &SocketIo) {
 }
 
 async fn on_connect(s: SocketRef) {
-    let span = tracing::debug_span!("socket", socket_id = %s.id);
-    let _e = span.enter();
+    tracing::debug!(socket_id = %s.id, user_id = %ctx(&s).conn.user.id, "native socket connected");
+}
+
+fn register_handlers(s: &SocketRef) {
     s.on(
         "join-session",
         async |s: SocketRef,

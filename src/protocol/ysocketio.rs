@@ -46,6 +46,8 @@ async fn connect_mw(
         conn: ConnState::new(user, &st.config),
         doc,
     }));
+    // Handlers go on before CONNECT is sent (see native.rs).
+    register_handlers(&s);
     Ok(())
 }
 
@@ -61,7 +63,21 @@ pub fn register(io: &SocketIo) {
         .expect("static namespace pattern is valid");
 }
 
+/// After CONNECT: the server's sync step 1 and everyone's presence, as y-socket.io does.
 async fn on_connect(s: SocketRef, State(st): State<AppState>) {
+    let c = ctx(&s);
+    request_client_diff(
+        s.clone(),
+        st.clone(),
+        Arc::clone(&c.doc),
+        Dialect::YSocketIo,
+    );
+    if let Some(states) = c.doc.awareness_states() {
+        emit_or_kick(&s, "awareness-update", &states);
+    }
+}
+
+fn register_handlers(s: &SocketRef) {
     s.on(
         "sync-step-1",
         async |s: SocketRef, TryData(sv): TryData<Bytes>, ack: AckSender| match sv
@@ -119,15 +135,4 @@ async fn on_connect(s: SocketRef, State(st): State<AppState>) {
         leave_presence(&st, &c.doc, s.id.as_str(), &c.conn.user);
         s.extensions.remove::<Arc<YSocket>>();
     });
-
-    let c = ctx(&s);
-    request_client_diff(
-        s.clone(),
-        st.clone(),
-        Arc::clone(&c.doc),
-        Dialect::YSocketIo,
-    );
-    if let Some(states) = c.doc.awareness_states() {
-        emit_or_kick(&s, "awareness-update", &states);
-    }
 }

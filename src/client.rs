@@ -1,0 +1,593 @@
+//! A minimal Socket.IO v4 client over WebSocket (Engine.IO 4), for the
+//! integration tests and the load generator. It speaks one namespace per
+//! connection, binary attachments in both directions, acks both ways, and
+//! answers pings. It deliberately does not do long-polling, reconnection or
+//! several namespaces on one connection.
+//!
+//! One task owns the socket: it reads frames, reassembles binary events,
+//! routes ack replies and forwards events; writes go through a channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// One event argument: JSON or a binary attachment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Json(Value),
+    Bin(Bytes),
+}
+
+impl Arg {
+    pub fn json(v: impl serde::Serialize) -> Self {
+        Arg::Json(serde_json::to_value(v).expect("serializable"))
+    }
+    pub fn bin(b: impl Into<Bytes>) -> Self {
+        Arg::Bin(b.into())
+    }
+    pub fn as_json(&self) -> Option<&Value> {
+        match self {
+            Arg::Json(v) => Some(v),
+            Arg::Bin(_) => None,
+        }
+    }
+    pub fn as_bin(&self) -> Option<&Bytes> {
+        match self {
+            Arg::Bin(b) => Some(b),
+            Arg::Json(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the namespace connection (`connect_error`).
+    #[error("connection refused: {message}")]
+    ConnectRefused { message: String },
+    #[error("websocket error: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed")]
+    Closed,
+}
+
+/// An event from the server. `ack` is set when the server expects a reply.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Arg>,
+    pub ack: Option<AckReplier>,
+}
+
+/// What the receiver yields.
+#[derive(Debug)]
+pub enum Incoming {
+    Event(Event),
+    Disconnected { reason: String },
+}
+
+/// Replies to a server-initiated ack request.
+#[derive(Debug)]
+pub struct AckReplier {
+    id: u64,
+    out: mpsc::UnboundedSender<Out>,
+    nsp: Arc<str>,
+}
+
+impl AckReplier {
+    pub fn reply(self, args: Vec<Arg>) -> Result<(), ClientError> {
+        send_packet(&self.out, &self.nsp, PacketKind::Ack(self.id), None, args)
+    }
+}
+
+enum Out {
+    Frame(Message),
+    /// A packet's text header and its attachments: queued as one item so no
+    /// other packet can slip between them.
+    Packet(Vec<Message>),
+    Kill,
+}
+
+#[derive(Clone, Copy)]
+enum PacketKind {
+    Event,
+    Ack(u64),
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<Arg>>>>>;
+
+/// A connected client. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Client {
+    sid: Arc<str>,
+    nsp: Arc<str>,
+    out: mpsc::UnboundedSender<Out>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("sid", &self.sid)
+            .field("nsp", &self.nsp)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to `base_url` (`http://host:port`), namespace `nsp` (`/` or
+    /// `/yjs|doc`), with the handshake `auth` object.
+    pub async fn connect(
+        base_url: &str,
+        nsp: &str,
+        auth: Option<Value>,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        let hostport = base_url
+            .trim_start_matches("http://")
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(&hostport).await?;
+        tcp.set_nodelay(true)?;
+        let url = format!("ws://{hostport}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        let (mut sink, mut stream) = ws.split();
+
+        // Engine.IO open packet.
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected engine.io open, got {other:?}"
+                )));
+            }
+        }
+        let prefix = if nsp == "/" {
+            String::new()
+        } else {
+            format!("{nsp},")
+        };
+        let connect = match &auth {
+            Some(a) => format!("40{prefix}{a}"),
+            None => format!("40{prefix}"),
+        };
+        sink.send(Message::text(connect)).await?;
+        // Namespace answer (skipping pings).
+        let sid = loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if t == "2" {
+                        sink.send(Message::text("3")).await?;
+                        continue;
+                    }
+                    let body = strip_nsp(&t[1..], nsp).1;
+                    if let Some(rest) = body.strip_prefix('0') {
+                        let v: Value = serde_json::from_str(strip_nsp(rest, nsp).1)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                        break v
+                            .get("sid")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                    }
+                    if let Some(rest) = body.strip_prefix('4') {
+                        let v: Value =
+                            serde_json::from_str(strip_nsp(rest, nsp).1).unwrap_or(Value::Null);
+                        let message = v
+                            .get("message")
+                            .and_then(|m| m.as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                        return Err(ClientError::ConnectRefused { message });
+                    }
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected packet before connect: {t}"
+                    )));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ClientError::Closed),
+            }
+        };
+
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
+        let pending: Pending = Arc::default();
+        let nsp: Arc<str> = nsp.into();
+
+        // Writer.
+        tokio::spawn(async move {
+            while let Some(o) = out_rx.recv().await {
+                match o {
+                    Out::Frame(m) => {
+                        if sink.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    Out::Packet(frames) => {
+                        let mut ok = true;
+                        for m in frames {
+                            if sink.feed(m).await.is_err() {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        if !ok || sink.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                    Out::Kill => break, // dropping the sink and stream drops the TCP connection
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        // Reader.
+        {
+            let pending = pending.clone();
+            let out = out_tx.clone();
+            let nsp = nsp.clone();
+            tokio::spawn(async move {
+                let reason = read_loop(&mut stream, &out, &in_tx, &pending, &nsp).await;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                let _ = in_tx.send(Incoming::Disconnected { reason });
+                let _ = out.send(Out::Kill);
+            });
+        }
+
+        Ok((
+            Client {
+                sid: sid.into(),
+                nsp,
+                out: out_tx,
+                pending,
+                next_id: Arc::new(AtomicU64::new(1)),
+            },
+            in_rx,
+        ))
+    }
+
+    /// The socket id the server assigned in this namespace.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// Sends an event without an ack.
+    pub fn emit(&self, event: &str, args: Vec<Arg>) -> Result<(), ClientError> {
+        send_packet(&self.out, &self.nsp, PacketKind::Event, Some(event), args)
+    }
+
+    /// Sends an event and waits for its ack.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Arg>,
+        timeout: Duration,
+    ) -> Result<Vec<Arg>, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        send_event_with_id(&self.out, &self.nsp, id, event, args)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
+    /// Leaves the namespace and closes the websocket cleanly.
+    pub fn close(&self) {
+        let _ = self.out.send(Out::Frame(Message::text(format!(
+            "41{}",
+            nsp_prefix(&self.nsp)
+        ))));
+        let _ = self.out.send(Out::Frame(Message::Close(None)));
+    }
+
+    /// Drops the TCP connection without a goodbye (a killed client).
+    pub fn kill(&self) {
+        let _ = self.out.send(Out::Kill);
+    }
+}
+
+fn nsp_prefix(nsp: &str) -> String {
+    if nsp == "/" {
+        String::new()
+    } else {
+        format!("{nsp},")
+    }
+}
+
+/// Splits an optional `/nsp,` prefix off a packet body.
+fn strip_nsp<'a>(body: &'a str, nsp: &str) -> (bool, &'a str) {
+    if nsp != "/"
+        && let Some(rest) = body.strip_prefix(nsp).and_then(|r| r.strip_prefix(','))
+    {
+        return (true, rest);
+    }
+    (false, body)
+}
+
+/// Replaces binary args by placeholders; returns the JSON array and attachments.
+fn encode_args(event: Option<&str>, args: Vec<Arg>) -> (String, Vec<Bytes>) {
+    let mut bins = Vec::new();
+    let mut arr = Vec::with_capacity(args.len() + 1);
+    if let Some(e) = event {
+        arr.push(Value::String(e.to_owned()));
+    }
+    for a in args {
+        match a {
+            Arg::Json(v) => arr.push(v),
+            Arg::Bin(b) => {
+                arr.push(serde_json::json!({ "_placeholder": true, "num": bins.len() }));
+                bins.push(b);
+            }
+        }
+    }
+    (Value::Array(arr).to_string(), bins)
+}
+
+fn send_packet(
+    out: &mpsc::UnboundedSender<Out>,
+    nsp: &str,
+    kind: PacketKind,
+    event: Option<&str>,
+    args: Vec<Arg>,
+) -> Result<(), ClientError> {
+    let (json, bins) = encode_args(event, args);
+    let (plain, binary, id) = match kind {
+        PacketKind::Event => ('2', '5', String::new()),
+        PacketKind::Ack(id) => ('3', '6', id.to_string()),
+    };
+    let header = if bins.is_empty() {
+        format!("4{plain}{}{id}{json}", nsp_prefix(nsp))
+    } else {
+        format!("4{binary}{}-{}{id}{json}", bins.len(), nsp_prefix(nsp))
+    };
+    queue(out, header, bins)
+}
+
+fn queue(
+    out: &mpsc::UnboundedSender<Out>,
+    header: String,
+    bins: Vec<Bytes>,
+) -> Result<(), ClientError> {
+    let item = if bins.is_empty() {
+        Out::Frame(Message::text(header))
+    } else {
+        let mut frames = Vec::with_capacity(bins.len() + 1);
+        frames.push(Message::text(header));
+        frames.extend(bins.into_iter().map(Message::Binary));
+        Out::Packet(frames)
+    };
+    out.send(item).map_err(|_| ClientError::Closed)
+}
+
+fn send_event_with_id(
+    out: &mpsc::UnboundedSender<Out>,
+    nsp: &str,
+    id: u64,
+    event: &str,
+    args: Vec<Arg>,
+) -> Result<(), ClientError> {
+    let (json, bins) = encode_args(Some(event), args);
+    let header = if bins.is_empty() {
+        format!("42{}{id}{json}", nsp_prefix(nsp))
+    } else {
+        format!("45{}-{}{id}{json}", bins.len(), nsp_prefix(nsp))
+    };
+    queue(out, header, bins)
+}
+
+/// A parsed Socket.IO packet waiting for its attachments.
+struct Partial {
+    kind: char,
+    id: Option<u64>,
+    json: Value,
+    needed: usize,
+    bins: Vec<Bytes>,
+}
+
+/// Parses `<type>[<n>-][/nsp,][<id>]<json>` (the leading engine.io `4` removed).
+fn parse_packet(s: &str, nsp: &str) -> Option<Partial> {
+    let mut chars = s.chars();
+    let kind = chars.next()?;
+    let mut rest = &s[1..];
+    let mut needed = 0;
+    if kind == '5' || kind == '6' {
+        let dash = rest.find('-')?;
+        needed = rest[..dash].parse().ok()?;
+        rest = &rest[dash + 1..];
+    }
+    rest = strip_nsp(rest, nsp).1;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let id = if digits > 0 {
+        rest[..digits].parse().ok()
+    } else {
+        None
+    };
+    rest = &rest[digits..];
+    let json = if rest.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(rest).ok()?
+    };
+    Some(Partial {
+        kind,
+        id,
+        json,
+        needed,
+        bins: Vec::with_capacity(needed),
+    })
+}
+
+/// Puts attachments back in place of their placeholders.
+fn fill(v: Value, bins: &[Bytes]) -> Arg {
+    if let Value::Object(m) = &v
+        && m.get("_placeholder").and_then(Value::as_bool) == Some(true)
+        && let Some(b) = m
+            .get("num")
+            .and_then(Value::as_u64)
+            .and_then(|n| bins.get(n as usize))
+    {
+        return Arg::Bin(b.clone());
+    }
+    Arg::Json(v)
+}
+
+async fn read_loop<S>(
+    stream: &mut S,
+    out: &mpsc::UnboundedSender<Out>,
+    in_tx: &mpsc::UnboundedSender<Incoming>,
+    pending: &Pending,
+    nsp: &Arc<str>,
+) -> String
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut partial: Option<Partial> = None;
+    loop {
+        let msg = match stream.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return format!("transport error: {e}"),
+            None => return "transport closed".into(),
+        };
+        match msg {
+            Message::Text(t) => {
+                let t = t.as_str();
+                match t.as_bytes().first() {
+                    Some(b'2') => {
+                        let _ = out.send(Out::Frame(Message::text("3")));
+                    }
+                    Some(b'1') => return "server closed the connection".into(),
+                    Some(b'4') => {
+                        let Some(p) = parse_packet(&t[1..], nsp) else {
+                            tracing::warn!(packet = t, "unparsable socket.io packet");
+                            continue;
+                        };
+                        if p.kind == '1' {
+                            return "server disconnected the socket".into();
+                        }
+                        if p.needed > 0 {
+                            partial = Some(p);
+                        } else {
+                            dispatch(p, out, in_tx, pending, nsp);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Message::Binary(b) => {
+                if let Some(p) = partial.as_mut() {
+                    p.bins.push(b);
+                    if p.bins.len() >= p.needed {
+                        let p = partial.take().expect("just matched");
+                        dispatch(p, out, in_tx, pending, nsp);
+                    }
+                }
+            }
+            Message::Close(_) => return "websocket closed".into(),
+            _ => {}
+        }
+    }
+}
+
+fn dispatch(
+    p: Partial,
+    out: &mpsc::UnboundedSender<Out>,
+    in_tx: &mpsc::UnboundedSender<Incoming>,
+    pending: &Pending,
+    nsp: &Arc<str>,
+) {
+    let items = match p.json {
+        Value::Array(a) => a,
+        other => vec![other],
+    };
+    match p.kind {
+        '2' | '5' => {
+            let mut it = items.into_iter();
+            let name = match it.next() {
+                Some(Value::String(s)) => s,
+                _ => return,
+            };
+            let args = it.map(|v| fill(v, &p.bins)).collect();
+            let ack = p.id.map(|id| AckReplier {
+                id,
+                out: out.clone(),
+                nsp: nsp.clone(),
+            });
+            let _ = in_tx.send(Incoming::Event(Event { name, args, ack }));
+        }
+        '3' | '6' => {
+            let args = items.into_iter().map(|v| fill(v, &p.bins)).collect();
+            match p.id.and_then(|id| {
+                pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+            }) {
+                Some(tx) => {
+                    let _ = tx.send(args);
+                }
+                None => tracing::warn!(id = ?p.id, "ack for no pending request"),
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_binary_events_with_namespace_and_ack_id() {
+        let p = parse_packet(
+            r#"51-/yjs|d,7["sync-step-1",{"_placeholder":true,"num":0}]"#,
+            "/yjs|d",
+        )
+        .unwrap();
+        assert_eq!((p.kind, p.id, p.needed), ('5', Some(7), 1));
+        let p = parse_packet(r#"2["user-joined",{"a":1}]"#, "/").unwrap();
+        assert_eq!((p.kind, p.id, p.needed), ('2', None, 0));
+        let p = parse_packet(r#"312[{"ok":true}]"#, "/").unwrap();
+        assert_eq!((p.kind, p.id), ('3', Some(12)));
+    }
+
+    #[test]
+    fn encodes_placeholders() {
+        let (json, bins) = encode_args(
+            Some("yjs-update"),
+            vec![Arg::json("s1"), Arg::bin(vec![1u8, 2])],
+        );
+        assert_eq!(json, r#"["yjs-update","s1",{"_placeholder":true,"num":0}]"#);
+        assert_eq!(bins.len(), 1);
+        assert_eq!(
+            fill(serde_json::json!({"_placeholder": true, "num": 0}), &bins),
+            Arg::Bin(Bytes::from_static(&[1, 2]))
+        );
+    }
+}
