@@ -74,7 +74,7 @@ fn role_col(s: Option<String>) -> Option<Role> {
 }
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $backend:literal, $begin_compaction:literal, $lock_row:literal) => {
+    ($store:ident, $db:ty, $backend:literal, $begin_compaction:literal, $lock_row:literal, $delete_folded:literal, $bind_seqs:path) => {
         impl $store {
             fn session_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<SessionInfo> {
                 Ok(SessionInfo {
@@ -122,9 +122,12 @@ macro_rules! sql_store {
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut max_seq: i64 = 0;
+                let mut seqs = Vec::with_capacity(rows.len());
                 let mut payloads = Vec::with_capacity(rows.len());
                 for r in &rows {
-                    max_seq = max_seq.max(r.try_get::<i64, _>("seq")?);
+                    let seq = r.try_get::<i64, _>("seq")?;
+                    max_seq = max_seq.max(seq);
+                    seqs.push(seq);
                     payloads.push(r.try_get::<Vec<u8>, _>("payload")?);
                 }
                 let inputs = stored.iter().map(|v| v.as_slice()).chain(std::iter::once(live_state)).chain(payloads.iter().map(|v| v.as_slice()));
@@ -140,9 +143,9 @@ macro_rules! sql_store {
                 let deleted = if rows.is_empty() {
                     0
                 } else {
-                    sqlx::query("DELETE FROM document_updates WHERE session_id = $1 AND seq <= $2")
-                        .bind(session_id)
-                        .bind(max_seq)
+                    // Exactly the rows merged above: a log row committed
+                    // meanwhile stays for the next compaction.
+                    $bind_seqs(sqlx::query($delete_folded).bind(session_id).bind(max_seq), &seqs)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected()
@@ -405,11 +408,37 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", "BEGIN IMMEDIATE", "");
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// SQLite has no arrays; its range delete needs no seq list.
+fn no_seq_list<'q>(q: Query<'q, sqlx::Sqlite>, _: &'q [i64]) -> Query<'q, sqlx::Sqlite> {
+    q
+}
+
+fn bind_seq_list<'q>(q: Query<'q, sqlx::Postgres>, seqs: &'q [i64]) -> Query<'q, sqlx::Postgres> {
+    q.bind(seqs)
+}
+
+// SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so no log row can
+// commit during a compaction and the range delete is exact.
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    "sqlite",
+    "BEGIN IMMEDIATE",
+    "",
+    "DELETE FROM document_updates WHERE session_id = $1 AND seq <= $2",
+    no_seq_list
+);
+// PostgreSQL: READ COMMITTED with the session row locked `FOR UPDATE`, so
+// concurrent compactions of one document wait for each other instead of
+// failing; the delete names exactly the rows that were merged.
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
     "postgres",
-    "BEGIN ISOLATION LEVEL REPEATABLE READ",
-    " FOR UPDATE"
+    "BEGIN",
+    " FOR UPDATE",
+    "DELETE FROM document_updates WHERE session_id = $1 AND seq <= $2 AND seq = ANY($3)",
+    bind_seq_list
 );

@@ -56,10 +56,16 @@ pub async fn fresh_database_url(backend: Backend, dir: &std::path::Path) -> Stri
         Backend::Postgres => {
             use sqlx::Connection;
             let server = postgres_server_url().expect("postgres configured");
-            let name = format!("tandem_t_{}", uuid::Uuid::new_v4().simple());
+            // The pid in the name lets later runs drop what finished runs left.
+            let name = format!(
+                "tandem_t_{}_{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            );
             let mut conn = sqlx::PgConnection::connect(&server)
                 .await
                 .expect("connect to TANDEM_TEST_POSTGRES");
+            reap_stale_databases(&mut conn).await;
             sqlx::Executor::execute(
                 &mut conn,
                 sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
@@ -68,6 +74,39 @@ pub async fn fresh_database_url(backend: Backend, dir: &std::path::Path) -> Stri
             .expect("create test database");
             let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
             format!("{base}/{name}")
+        }
+    }
+}
+
+/// Drops test databases whose creating process has exited (once per process).
+async fn reap_stale_databases(conn: &mut sqlx::PgConnection) {
+    use sqlx::Row;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut first = false;
+    ONCE.call_once(|| first = true);
+    if !first {
+        return;
+    }
+    let rows = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'tandem_t_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("could not list stale test databases: {e}");
+            Vec::new()
+        });
+    for r in rows {
+        let name: String = r.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            if let Err(e) = sqlx::Executor::execute(
+                &mut *conn,
+                sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+            )
+            .await
+            {
+                eprintln!("could not drop stale test database {name}: {e}");
+            }
         }
     }
 }
