@@ -98,15 +98,14 @@ async fn reap_stale_databases(conn: &mut sqlx::PgConnection) {
         let name: String = r.get(0);
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            if let Err(e) = sqlx::Executor::execute(
+        if !alive
+            && let Err(e) = sqlx::Executor::execute(
                 &mut *conn,
                 sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
             )
             .await
-            {
-                eprintln!("could not drop stale test database {name}: {e}");
-            }
+        {
+            eprintln!("could not drop stale test database {name}: {e}");
         }
     }
 }
