@@ -1,0 +1,368 @@
+//! Durability (issue 3), on every backend: restarts, `kill -9`, compaction,
+//! LRU eviction and reload, debounced snapshots, joins racing eviction.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::peer::{Peer, Rng, eventually};
+use common::{Backend, TestServer, backends, fresh_database_url};
+use tandem::core::{DocManager, ManagerConfig};
+use tandem::model::Role;
+use tandem::store::NewSession;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use yrs::{Doc, GetString, Text, Transact};
+
+async fn edit_and_ack(p: &Peer, session: &str, n: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    for _ in 0..n {
+        let u = p.random_edit(rng.next());
+        let reply = p.send_update(session, u, true).await.unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_survive_a_clean_restart() {
+    for b in backends() {
+        let srv = TestServer::start(b, |c| c.on_demand_sessions = true).await;
+        let p = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
+            .await
+            .unwrap();
+        p.join("doc").await;
+        edit_and_ack(&p, "doc", 80, 1).await;
+        let before = p.text();
+        let (config, dir) = (srv.config.clone(), srv.dir.clone());
+        srv.stop().await.unwrap();
+
+        // Shutdown flushed a snapshot whose text is the document's.
+        let store = tandem::store::connect(&config.database_url).await.unwrap();
+        assert_eq!(
+            store.stored_text("doc").await.unwrap().as_deref(),
+            Some(before.as_str()),
+            "{b:?}"
+        );
+
+        let srv = TestServer::start_with(config, dir).await;
+        let q = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
+            .await
+            .unwrap();
+        q.join("doc").await;
+        assert_eq!(q.text(), before, "{b:?}");
+        srv.stop().await.unwrap();
+    }
+}
+
+/// The real binary as a child process.
+struct Child {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn spawn_server(database_url: &str, dir: &std::path::Path) -> Child {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+            "--secret",
+            common::SECRET,
+            "--on-demand-sessions",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        // Snapshots far away: what survives must come from the update log.
+        .args([
+            "--snapshot-debounce-ms",
+            "600000",
+            "--snapshot-max-delay-ms",
+            "600000",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tandem");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("listening on http://") {
+                return line[i + "listening on ".len()..].trim().to_owned();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server start timed out");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Child { child, url }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_edits_survive_kill_9() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database_url(b, dir.path()).await;
+        let mut srv = spawn_server(&db, dir.path()).await;
+        let auth = tandem::auth::Auth::new(common::SECRET.as_bytes());
+        let token = auth.issue("a", "A", Default::default(), 3600);
+        let p = Peer::connect(&srv.url, Some(&token)).await.unwrap();
+        p.join("k9").await;
+        edit_and_ack(&p, "k9", 200, 9).await;
+        let acked = p.text();
+
+        srv.child.kill().await.unwrap(); // SIGKILL: no flush, no goodbye
+        let status = srv.child.wait().await.unwrap();
+        assert!(
+            !status.success(),
+            "{b:?}: the server was killed, not stopped"
+        );
+
+        let srv = spawn_server(&db, dir.path()).await;
+        let q = Peer::connect(
+            &srv.url,
+            Some(&auth.issue("b", "B", Default::default(), 3600)),
+        )
+        .await
+        .unwrap();
+        q.join("k9").await;
+        assert_eq!(
+            q.text().as_bytes(),
+            acked.as_bytes(),
+            "{b:?}: acknowledged edits lost by kill -9"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_editors_are_compacted_and_reload_identically() {
+    for b in backends() {
+        let srv = TestServer::start(b, |c| {
+            c.on_demand_sessions = true;
+            c.snapshot_debounce_ms = 100;
+        })
+        .await;
+        let p = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
+            .await
+            .unwrap();
+        let q = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
+            .await
+            .unwrap();
+        p.join("cmp").await;
+        q.join("cmp").await;
+        let (pe, qe) = tokio::join!(
+            edit_and_ack(&p, "cmp", 60, 1),
+            edit_and_ack(&q, "cmp", 60, 2)
+        );
+        let _ = (pe, qe);
+        eventually(Duration::from_secs(5), "replicas equal", || {
+            p.text() == q.text()
+        })
+        .await;
+        let text = p.text();
+
+        let store = tandem::store::connect(&srv.database_url).await.unwrap();
+        let mut compacted = false;
+        for _ in 0..250 {
+            let stats = store.storage_stats().await.unwrap();
+            if stats.log_rows == 0
+                && store.stored_text("cmp").await.unwrap().as_deref() == Some(text.as_str())
+            {
+                compacted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            compacted,
+            "{b:?}: log rows folded into a snapshot with the live text"
+        );
+        let loaded = store.load_document("cmp").await.unwrap().unwrap();
+        assert!(loaded.updates.is_empty(), "{b:?}");
+        let (config, dir) = (srv.config.clone(), srv.dir.clone());
+        drop((p, q));
+        srv.stop().await.unwrap();
+        let srv = TestServer::start_with(config, dir).await;
+        let r = Peer::connect(&srv.url, Some(&srv.token("c", &[])))
+            .await
+            .unwrap();
+        r.join("cmp").await;
+        assert_eq!(r.text(), text, "{b:?}");
+        srv.stop().await.unwrap();
+    }
+}
+
+async fn manager(
+    b: Backend,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut ManagerConfig),
+) -> Arc<DocManager> {
+    let url = fresh_database_url(b, dir).await;
+    let store = tandem::store::connect(&url).await.unwrap();
+    for id in ["d1", "d2", "d3", "race"] {
+        store
+            .create_session(&NewSession {
+                id: id.into(),
+                title: id.into(),
+                language: "plaintext".into(),
+                owner_id: "o".into(),
+                owner_name: "O".into(),
+                public: true,
+                public_role: Role::Editor,
+            })
+            .await
+            .unwrap();
+    }
+    let config = common::test_config(dir, &url);
+    let mut mc = ManagerConfig::from_config(&config);
+    tweak(&mut mc);
+    DocManager::new(store, mc)
+}
+
+/// An insert of `s` by a fresh client, as one update.
+fn insert(s: &str) -> Bytes {
+    let d = Doc::new();
+    let t = d.get_or_insert_text("monaco");
+    let mut txn = d.transact_mut();
+    t.insert(&mut txn, 0, s);
+    Bytes::from(txn.encode_update_v1())
+}
+
+async fn submit_durably(m: &DocManager, id: &str, u: Bytes) {
+    let lease = m.open(id).await.unwrap();
+    if let Some(done) = m.submit_update(&lease, u, None, true).await.unwrap() {
+        assert!(done.await.unwrap(), "logged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lru_eviction_and_reload_give_the_same_document() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |c| c.max_loaded_documents = 1).await;
+        for i in 0..20 {
+            submit_durably(&m, "d1", insert(&format!("<{i}>"))).await;
+        }
+        let original = m.get_loaded("d1").unwrap().text();
+        assert_eq!(m.loaded(), 1);
+        // A held lease pins d1: opening d2 may not evict it.
+        let pin = m.open("d1").await.unwrap();
+        let d2 = m.open("d2").await.unwrap();
+        assert!(
+            m.get_loaded("d1").is_some(),
+            "{b:?}: a document in use is never evicted"
+        );
+        drop(pin);
+        drop(d2);
+        let _d3 = m.open("d3").await.unwrap();
+        assert!(
+            m.get_loaded("d1").is_none(),
+            "{b:?}: idle d1 evicted for d3"
+        );
+        assert!(m.loaded() <= 2);
+        let again = m.open("d1").await.unwrap();
+        assert_eq!(again.text(), original, "{b:?}");
+        m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_snapshot_equals_the_live_text_after_the_debounce() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |c| {
+            c.snapshot_debounce = Duration::from_millis(50)
+        })
+        .await;
+        let lease = m.open("d1").await.unwrap();
+        for i in 0..30 {
+            m.submit_update(&lease, insert(&format!("[{i}]")), None, false)
+                .await
+                .unwrap();
+        }
+        let text = lease.text();
+        assert_ne!(
+            m.store().stored_text("d1").await.unwrap().as_deref(),
+            Some(text.as_str()),
+            "not before the window"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        m.tick().await;
+        assert_eq!(
+            m.store().stored_text("d1").await.unwrap().as_deref(),
+            Some(text.as_str()),
+            "{b:?}"
+        );
+        m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_racing_eviction_neither_lose_edits_nor_duplicate_the_document() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |c| {
+            c.max_loaded_documents = 1;
+            c.idle_unload = Duration::ZERO;
+        })
+        .await;
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..15 {
+                    // Each join leases the document, edits, and lets go.
+                    let lease = m.open("race").await.unwrap();
+                    m.submit_update(&lease, insert(&format!("(w{w}i{i})")), None, false)
+                        .await
+                        .unwrap();
+                    drop(lease);
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        // Meanwhile other documents and idle unloading push `race` out.
+        let churn = {
+            let m = m.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let _ = m.open(if i % 2 == 0 { "d1" } else { "d2" }).await.unwrap();
+                    m.tick().await;
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        churn.await.unwrap();
+        // Give queued log rows time to commit, then read the document fresh.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = m.open("race").await.unwrap().text();
+        for w in 0..4 {
+            for i in 0..15 {
+                assert!(
+                    text.contains(&format!("(w{w}i{i})")),
+                    "{b:?}: edit w{w}i{i} lost"
+                );
+            }
+        }
+        // And the store alone agrees (no second copy wrote over the first).
+        m.shutdown().await;
+        let stored = m.store().load_document("race").await.unwrap().unwrap();
+        let d = Doc::new();
+        let t = d.get_or_insert_text("monaco");
+        {
+            let mut txn = d.transact_mut();
+            for u in stored.snapshot.iter().chain(stored.updates.iter()) {
+                txn.apply_update(yrs::updates::decoder::Decode::decode_v1(u).unwrap())
+                    .unwrap();
+            }
+        }
+        assert_eq!(t.get_string(&d.transact()), text, "{b:?}");
+    }
+}
