@@ -57,9 +57,14 @@ impl User {
         if let Some(role) = self.sessions.get(&session.id) {
             return Some(*role);
         }
-        let public = session.public.then_some(session.public_role);
-        row_role.max(public)
+        row_or_public_role(session, row_role)
     }
+}
+
+/// The role of a user whose token does not pin one: the higher of their
+/// participant row and, for a public session, its public role.
+pub fn row_or_public_role(session: &SessionInfo, row_role: Option<Role>) -> Option<Role> {
+    row_role.max(session.public.then_some(session.public_role))
 }
 
 /// Signs and verifies tokens with one HS256 secret.

@@ -35,13 +35,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, disconnects every
-/// socket, drains the update log and flushes every dirty document.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// A wired application: the router (HTTP + Socket.IO) and its parts.
+pub struct App {
+    pub router: axum::Router,
+    pub io: SocketIo,
+    pub manager: Arc<DocManager>,
+    pub config: Arc<Config>,
+}
+
+/// Opens the store and wires core, both dialects and HTTP into one router.
+/// No listener and no background tasks: [`run`] adds those.
+pub async fn build_app(config: Config) -> anyhow::Result<App> {
     let secret = load_or_create_secret(config.secret.secret.as_deref(), &config.secret.data_dir)?;
     let store = crate::store::connect(&config.database_url).await?;
     tracing::info!(backend = store.backend(), "database ready");
@@ -71,18 +75,34 @@ pub async fn run(
     protocol::ysocketio::register(&io);
     manager.set_fanout(Hub::new(io.clone()));
 
-    let mut router = http::router(HttpState {
-        app: app.clone(),
-        io: io.clone(),
-        metrics: metrics_handle(),
-    });
+    let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()));
     if config.web_dir.join("index.html").is_file() {
         router = router.fallback_service(ServeDir::new(&config.web_dir));
     }
     let router = router
         .layer(layer)
         .layer(tower_http::trace::TraceLayer::new_for_http());
+    Ok(App {
+        router,
+        io,
+        manager,
+        config,
+    })
+}
 
+/// Serves until `shutdown` resolves, then stops accepting, disconnects every
+/// socket, drains the update log and flushes every dirty document.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let App {
+        router,
+        io,
+        manager,
+        ..
+    } = build_app(config).await?;
     let token = CancellationToken::new();
     let maintenance = tokio::spawn(
         manager

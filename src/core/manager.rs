@@ -230,6 +230,23 @@ impl DocManager {
         }
     }
 
+    /// [`submit_update`](Self::submit_update) and, with `durable`, wait until
+    /// the update is committed to the log (`INTERNAL` if that failed).
+    pub async fn submit(
+        &self,
+        doc: &Arc<SessionDoc>,
+        update: Bytes,
+        origin: Option<&str>,
+        durable: bool,
+    ) -> Result<(), Error> {
+        if let Some(done) = self.submit_update(doc, update, origin, durable).await?
+            && !done.await.unwrap_or(false)
+        {
+            return Err(Error::internal());
+        }
+        Ok(())
+    }
+
     /// Deletes a document from memory without flushing (its session is gone).
     pub fn discard(&self, id: &str) {
         let slot = self.docs().pop(id);

@@ -3,10 +3,16 @@
 //! call the core or the store, encode.
 
 mod error;
+mod extract;
 mod health;
+mod sessions;
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
 use socketioxide::SocketIo;
 
 pub use error::ApiError;
@@ -19,13 +25,49 @@ pub struct HttpState {
     pub app: AppState,
     pub io: SocketIo,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Guest sign-ins per client IP.
+    pub guest_limiter: Arc<governor::DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl HttpState {
+    pub fn new(
+        app: AppState,
+        io: SocketIo,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Self {
+        Self {
+            app,
+            io,
+            metrics,
+            guest_limiter: sessions::guest_limiter(),
+        }
+    }
 }
 
 /// All HTTP routes (the Socket.IO layer is added by the server).
 pub fn router(state: HttpState) -> Router {
+    // Bodies are small JSON or one Yjs update.
+    let body_limit = state.app.config.max_update_bytes.max(64 << 10);
     Router::new()
+        .route("/api/auth/guest", post(sessions::guest))
+        .route("/api/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::get)
+                .patch(sessions::update)
+                .delete(sessions::delete),
+        )
+        .route(
+            "/api/sessions/{id}/participants/{user_id}",
+            put(sessions::put_participant).delete(sessions::delete_participant),
+        )
+        .route("/api/sessions/{id}/text", get(sessions::text))
+        .route("/api/sessions/{id}/state", get(sessions::state))
+        .route("/api/sessions/{id}/update", post(sessions::apply_update))
+        .route("/api/sessions/{id}/chat", get(sessions::chat))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -224,18 +224,24 @@ pub async fn resolve_session(
         }
         None => return Err(Error::new(ErrorCode::SessionNotFound, "no such session")),
     };
+    let role = role_in(state, user, &session).await?;
+    Ok((session, role))
+}
+
+/// The caller's role in an existing session, `FORBIDDEN` if none.
+pub async fn role_in(state: &AppState, user: &User, session: &SessionInfo) -> Result<Role, Error> {
     let row_role = if user.guest_cap.is_some() {
         None
     } else {
-        store
-            .participant(session_id, &user.id)
+        state
+            .manager
+            .store()
+            .participant(&session.id, &user.id)
             .await?
             .and_then(|p| p.role)
     };
-    let role = user
-        .role_in(&session, row_role)
-        .ok_or_else(|| Error::new(ErrorCode::Forbidden, "no role in this session"))?;
-    Ok((session, role))
+    user.role_in(session, row_role)
+        .ok_or_else(|| Error::new(ErrorCode::Forbidden, "no role in this session"))
 }
 
 /// Joins connection `conn` to a leased document: presence bookkeeping,
@@ -334,16 +340,9 @@ pub async fn accept_update(
         schedule_heal(s, st, conn, doc, wait, dialect);
         return Err(Error::rate_limited(wait.as_millis().max(1) as u64));
     }
-    let done = st
-        .manager
-        .submit_update(doc, update, Some(s.id.as_str()), want_ack)
-        .await?;
-    if let Some(done) = done
-        && !done.await.unwrap_or(false)
-    {
-        return Err(Error::internal());
-    }
-    Ok(())
+    st.manager
+        .submit(doc, update, Some(s.id.as_str()), want_ack)
+        .await
 }
 
 /// After a rate-limit refusal: once the budget allows, ask the socket for

@@ -1,0 +1,467 @@
+//! The session API of PROTOCOL.md: sessions, participants and roles, the
+//! document over HTTP, chat history, guest sign-in.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{AuthUser, JsonBody, RawBody};
+use super::{ApiError, HttpState};
+use crate::auth::{User, row_or_public_role};
+use crate::error::{Error, ErrorCode};
+use crate::model::{ChatMessage, Role, SessionInfo, rfc3339, user_color, validate_session_id};
+use crate::protocol::role_in;
+use crate::store::{NewSession, SessionPatch};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `Session` of PROTOCOL.md.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionJson {
+    id: String,
+    title: String,
+    language: String,
+    owner_id: String,
+    public: bool,
+    public_role: Role,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    participants: Option<Vec<ParticipantJson>>,
+}
+
+/// `Participant` plus whether the user is connected now.
+#[derive(Debug, Serialize)]
+pub struct ParticipantJson {
+    id: String,
+    name: String,
+    role: Role,
+    color: String,
+    online: bool,
+}
+
+fn session_json(s: SessionInfo, participants: Option<Vec<ParticipantJson>>) -> SessionJson {
+    SessionJson {
+        id: s.id,
+        title: s.title,
+        language: s.language,
+        owner_id: s.owner_id,
+        public: s.public,
+        public_role: s.public_role,
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+        participants,
+    }
+}
+
+/// The session and the caller's role, refusing below `min`.
+async fn authorize(
+    st: &HttpState,
+    user: &User,
+    id: &str,
+    min: Role,
+) -> ApiResult<(SessionInfo, Role)> {
+    validate_session_id(id)?;
+    let session = st
+        .app
+        .manager
+        .store()
+        .get_session(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "no such session"))?;
+    let role = role_in(&st.app, user, &session).await?;
+    if role < min {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("requires the {} role", min.as_str()),
+        ));
+    }
+    Ok((session, role))
+}
+
+fn check_len(what: &str, v: &Option<String>, max: usize) -> ApiResult<()> {
+    match v {
+        Some(s) if s.chars().count() > max => Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            format!("{what} is longer than {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionFields {
+    title: Option<String>,
+    language: Option<String>,
+    public: Option<bool>,
+    public_role: Option<Role>,
+}
+
+impl SessionFields {
+    fn validate(&self) -> ApiResult<()> {
+        check_len("title", &self.title, 200)?;
+        check_len("language", &self.language, 64)
+    }
+}
+
+fn new_session_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub async fn create(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    JsonBody(f): JsonBody<SessionFields>,
+) -> ApiResult<Response> {
+    f.validate()?;
+    if user.guest_cap.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "guests cannot create sessions",
+        ));
+    }
+    let store = st.app.manager.store();
+    for _ in 0..5 {
+        let created = store
+            .create_session(&NewSession {
+                id: new_session_id(),
+                title: f.title.clone().unwrap_or_default(),
+                language: f.language.clone().unwrap_or_else(|| "plaintext".into()),
+                owner_id: user.id.clone(),
+                owner_name: user.name.clone(),
+                public: f.public.unwrap_or(false),
+                public_role: f.public_role.unwrap_or(Role::Viewer),
+            })
+            .await?;
+        if let Some(s) = created {
+            tracing::info!(session_id = %s.id, owner = %user.id, "session created");
+            return Ok((StatusCode::CREATED, Json(session_json(s, None))).into_response());
+        }
+    }
+    Err(Error::internal().into())
+}
+
+pub async fn list(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Json<Vec<SessionJson>>> {
+    let sessions = st
+        .app
+        .manager
+        .store()
+        .list_sessions_for_user(&user.id)
+        .await?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|s| session_json(s, None))
+            .collect(),
+    ))
+}
+
+pub async fn get(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionJson>> {
+    let (session, _) = authorize(&st, &user, &id, Role::Viewer).await?;
+    let rows = st.app.manager.store().list_participants(&id).await?;
+    let online: HashMap<String, crate::model::Participant> = st
+        .app
+        .manager
+        .get_loaded(&id)
+        .map(|d| {
+            d.participants()
+                .into_iter()
+                .map(|p| (p.id.clone(), p))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out: Vec<ParticipantJson> = rows
+        .into_iter()
+        .filter_map(|r| {
+            let live = online.get(&r.user_id);
+            let role = live
+                .map(|p| p.role)
+                .or_else(|| row_or_public_role(&session, r.role))?;
+            Some(ParticipantJson {
+                color: user_color(&r.user_id),
+                online: live.is_some(),
+                name: live.map(|p| p.name.clone()).unwrap_or(r.user_name),
+                id: r.user_id,
+                role,
+            })
+        })
+        .collect();
+    for (id, p) in &online {
+        if !out.iter().any(|o| &o.id == id) {
+            out.push(ParticipantJson {
+                id: id.clone(),
+                name: p.name.clone(),
+                role: p.role,
+                color: p.color.clone(),
+                online: true,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Json(session_json(session, Some(out))))
+}
+
+/// Recomputes the role of connected users whose token does not pin one.
+async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
+    let Some(doc) = st.app.manager.get_loaded(&session.id) else {
+        return Ok(());
+    };
+    for user_id in doc.unpinned_users() {
+        if only.is_some_and(|u| u != user_id) {
+            continue;
+        }
+        let row = st
+            .app
+            .manager
+            .store()
+            .participant(&session.id, &user_id)
+            .await?
+            .and_then(|p| p.role);
+        doc.set_user_role(&user_id, row_or_public_role(session, row));
+    }
+    Ok(())
+}
+
+pub async fn update(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonBody(f): JsonBody<SessionFields>,
+) -> ApiResult<Json<SessionJson>> {
+    f.validate()?;
+    authorize(&st, &user, &id, Role::Owner).await?;
+    let patch = SessionPatch {
+        title: f.title,
+        language: f.language,
+        public: f.public,
+        public_role: f.public_role,
+    };
+    let session = st
+        .app
+        .manager
+        .store()
+        .update_session(&id, &patch)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "no such session"))?;
+    if patch.public.is_some() || patch.public_role.is_some() {
+        apply_roles(&st, &session, None).await?;
+    }
+    Ok(Json(session_json(session, None)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    role: Role,
+}
+
+pub async fn put_participant(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path((id, target)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RoleBody>,
+) -> ApiResult<StatusCode> {
+    set_participant(st, user, id, target, Some(body.role)).await
+}
+
+pub async fn delete_participant(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path((id, target)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    set_participant(st, user, id, target, None).await
+}
+
+async fn set_participant(
+    st: HttpState,
+    user: User,
+    id: String,
+    target: String,
+    role: Option<Role>,
+) -> ApiResult<StatusCode> {
+    let (session, _) = authorize(&st, &user, &id, Role::Owner).await?;
+    if target.is_empty() || target.len() > 200 {
+        return Err(ApiError::new(ErrorCode::InvalidPayload, "invalid user id"));
+    }
+    if target == session.owner_id && role != Some(Role::Owner) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the session's owner keeps the owner role",
+        ));
+    }
+    st.app
+        .manager
+        .store()
+        .set_role(&id, &target, "", role)
+        .await?;
+    apply_roles(&st, &session, Some(&target)).await?;
+    tracing::info!(session_id = %id, user_id = %target, role = ?role, by = %user.id, "role changed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    authorize(&st, &user, &id, Role::Owner).await?;
+    st.app.manager.store().delete_session(&id).await?;
+    crate::protocol::native::evict_session(&st.io, &id);
+    st.app.manager.discard(&id);
+    tracing::info!(session_id = %id, by = %user.id, "session deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn text(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&st, &user, &id, Role::Viewer).await?;
+    let doc = st.app.manager.open(&id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        doc.text(),
+    )
+        .into_response())
+}
+
+pub async fn state(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&st, &user, &id, Role::Viewer).await?;
+    let doc = st.app.manager.open(&id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        doc.encode_state(),
+    )
+        .into_response())
+}
+
+pub async fn apply_update(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&st, &user, &id, Role::Editor).await?;
+    let doc = st.app.manager.open(&id).await?;
+    st.app.manager.submit(&doc, body, None, true).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn chat(
+    State(st): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    q: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<ChatMessage>>> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::InvalidPayload, e.body_text()))?;
+    authorize(&st, &user, &id, Role::Viewer).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    Ok(Json(
+        st.app
+            .manager
+            .store()
+            .list_chat(&id, q.before, limit)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GuestBody {
+    name: String,
+}
+
+/// Guest sign-in: a fresh user id and a token, rate limited per client IP.
+pub async fn guest(
+    State(st): State<HttpState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    JsonBody(body): JsonBody<GuestBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if !st.app.config.guest_sign_in {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "guest sign-in is disabled",
+        ));
+    }
+    let ip = client_ip(
+        &headers,
+        peer.map(|Extension(ConnectInfo(a))| a),
+        st.app.config.trust_proxy_headers,
+    );
+    if let Err(not_until) = st.guest_limiter.check_key(&ip) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(Error::rate_limited(wait.as_millis().max(1) as u64).into());
+    }
+    if st.guest_limiter.len() > 100_000 {
+        st.guest_limiter.retain_recent();
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            "name must be 1 to 64 characters",
+        ));
+    }
+    let id = format!("guest:{}", uuid::Uuid::new_v4().simple());
+    let token = st.app.auth.issue(&id, name, HashMap::new(), 24 * 3600);
+    Ok(Json(
+        serde_json::json!({ "token": token, "user": { "id": id, "name": name } }),
+    ))
+}
+
+/// The socket peer address, or the proxy's header when trusted.
+fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> IpAddr {
+    if trust_proxy {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.map(|p| p.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// The per-IP limiter for guest sign-in: 5 at once, then 1 every 6 s.
+pub fn guest_limiter() -> Arc<governor::DefaultKeyedRateLimiter<IpAddr>> {
+    let quota = governor::Quota::per_minute(std::num::NonZeroU32::new(10).expect("non-zero"))
+        .allow_burst(std::num::NonZeroU32::new(5).expect("non-zero"));
+    Arc::new(governor::RateLimiter::keyed(quota))
+}
