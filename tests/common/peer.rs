@@ -191,13 +191,18 @@ impl Peer {
 
     /// Waits for the next event named `name` (others are dropped).
     pub async fn expect_event(&mut self, name: &str) -> Event {
-        let deadline = tokio::time::Instant::now() + T;
+        self.expect_event_within(name, T).await
+    }
+
+    /// Like [`expect_event`](Self::expect_event) with its own time limit.
+    pub async fn expect_event_within(&mut self, name: &str, limit: Duration) -> Event {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(e)) if e.name == name => return e,
                 Ok(Some(_)) => continue,
                 Ok(None) => panic!("connection ended while waiting for {name}"),
-                Err(_) => panic!("no {name} event within {T:?}"),
+                Err(_) => panic!("no {name} event within {limit:?}"),
             }
         }
     }

@@ -1,0 +1,200 @@
+//! Sessions, people and chat over real sockets (issue 5): chat reach and
+//! history, typing indicators, and role changes / deletion reaching sockets
+//! that are already connected.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peer::{Peer, code};
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+use tandem::client::Arg;
+use yrs::Text;
+
+async fn chat(p: &Peer, session: &str, content: &str) -> Value {
+    let r = p
+        .client
+        .emit_with_ack(
+            "chat-message",
+            vec![Arg::json(
+                json!({ "sessionId": session, "content": content }),
+            )],
+            common::peer::T,
+        )
+        .await
+        .unwrap();
+    r[0].as_json().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_members_only_and_survives_a_restart() {
+    let srv = TestServer::start(Backend::Sqlite, |c| c.on_demand_sessions = true).await;
+    let mut a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
+        .await
+        .unwrap();
+    let mut b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
+        .await
+        .unwrap();
+    let mut outsider = Peer::connect(&srv.url, Some(&srv.token("o", &[])))
+        .await
+        .unwrap();
+    a.join("room").await;
+    b.join("room").await;
+    outsider.join("elsewhere").await;
+
+    let evil = "<script>alert('x')</script> & \"quotes\" ünïcödé";
+    let reply = chat(&a, "room", &format!("  {evil}\n")).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["message"]["content"], evil,
+        "trimmed, otherwise byte-identical"
+    );
+    assert_eq!(reply["message"]["userName"], "A");
+    for p in [&mut a, &mut b] {
+        let e = p.expect_event("chat-message").await;
+        assert_eq!(e.args[0].as_json().unwrap()["content"], evil);
+    }
+    outsider
+        .expect_no_event("chat-message", Duration::from_millis(300))
+        .await;
+
+    // History comes back in the join ack, after a restart too.
+    let (config, dir) = (srv.config.clone(), srv.dir.clone());
+    drop((a, b, outsider));
+    srv.stop().await.unwrap();
+    let srv = TestServer::start_with(config, dir).await;
+    let c = Peer::connect(&srv.url, Some(&srv.token("c", &[])))
+        .await
+        .unwrap();
+    let joined = c.join("room").await;
+    let history = joined["chat"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        history[0]["content"].as_str().unwrap().as_bytes(),
+        evil.as_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_clears_after_five_seconds_and_on_disconnect() {
+    let srv = TestServer::start(Backend::Sqlite, |c| c.on_demand_sessions = true).await;
+    let a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
+        .await
+        .unwrap();
+    let mut b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
+        .await
+        .unwrap();
+    a.join("t").await;
+    b.join("t").await;
+    a.client
+        .emit("typing", vec![Arg::json(json!({ "sessionId": "t" }))])
+        .unwrap();
+    let e = b.expect_event("user-typing").await;
+    assert_eq!(e.args[0].as_json().unwrap()["userName"], "A");
+    let started = Instant::now();
+    let e = b
+        .expect_event_within("user-stopped-typing", Duration::from_secs(7))
+        .await;
+    assert_eq!(e.args[0].as_json().unwrap()["userId"], "a");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(4500) && took < Duration::from_millis(6000),
+        "cleared after {took:?}"
+    );
+
+    // Explicit stop, then typing again and a disconnect clears it at once.
+    a.client
+        .emit("typing", vec![Arg::json(json!({ "sessionId": "t" }))])
+        .unwrap();
+    b.expect_event("user-typing").await;
+    a.client
+        .emit("stop-typing", vec![Arg::json(json!({ "sessionId": "t" }))])
+        .unwrap();
+    b.expect_event("user-stopped-typing").await;
+    a.client
+        .emit("typing", vec![Arg::json(json!({ "sessionId": "t" }))])
+        .unwrap();
+    b.expect_event("user-typing").await;
+    a.client.kill();
+    let t = Instant::now();
+    b.expect_event("user-stopped-typing").await;
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_and_deletion_reach_connected_sockets() {
+    let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
+    let http = reqwest::Client::new();
+    let owner = srv.token("owner", &[]);
+    let created: Value = http
+        .post(format!("{}/api/sessions", srv.url))
+        .bearer_auth(&owner)
+        .json(&json!({ "title": "t" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let role = |r: &'static str| {
+        let (http, url, owner) = (
+            http.clone(),
+            format!("{}/api/sessions/{id}/participants/ed", srv.url),
+            owner.clone(),
+        );
+        async move {
+            let s = http
+                .put(url)
+                .bearer_auth(owner)
+                .json(&json!({ "role": r }))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(s, 204);
+        }
+    };
+    role("editor").await;
+    let mut ed = Peer::connect(&srv.url, Some(&srv.token("ed", &[])))
+        .await
+        .unwrap();
+    assert_eq!(ed.join(&id).await["role"], "editor");
+    let u = ed.edit(|t, txn| t.insert(txn, 0, "allowed "));
+    assert_eq!(ed.send_update(&id, u, true).await.unwrap()["ok"], true);
+
+    // Demoted while connected: the very next update is refused.
+    role("viewer").await;
+    let u = ed.edit(|t, txn| t.insert(txn, 0, "refused "));
+    let r = ed.send_update(&id, u, true).await.unwrap();
+    assert_eq!(code(&r), "FORBIDDEN", "{r}");
+    let text: String = http
+        .get(format!("{}/api/sessions/{id}/text", srv.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "allowed ");
+
+    // Deleted while connected: the socket hears SESSION_NOT_FOUND and is out.
+    let s = http
+        .delete(format!("{}/api/sessions/{id}", srv.url))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 204);
+    let e = ed.expect_event("error").await;
+    assert_eq!(code(e.args[0].as_json().unwrap()), "SESSION_NOT_FOUND");
+    let u = ed.edit(|t, txn| t.insert(txn, 0, "late "));
+    assert_eq!(
+        code(&ed.send_update(&id, u, true).await.unwrap()),
+        "NOT_JOINED"
+    );
+    assert_eq!(code(&ed.join(&id).await), "SESSION_NOT_FOUND");
+}
