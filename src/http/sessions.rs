@@ -443,13 +443,15 @@ pub async fn guest(
     ))
 }
 
-/// The socket peer address, or the proxy's header when trusted.
+/// The socket peer address, or the proxy's header when trusted. Of
+/// `X-Forwarded-For` only the last entry counts: the one our proxy appended
+/// (earlier entries come from the client and can be anything).
 fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> IpAddr {
     if trust_proxy {
         let forwarded = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
             .and_then(|v| v.trim().parse().ok());
         if let Some(ip) = forwarded {
@@ -464,4 +466,24 @@ pub fn guest_limiter() -> Arc<governor::DefaultKeyedRateLimiter<IpAddr>> {
     let quota = governor::Quota::per_minute(std::num::NonZeroU32::new(10).expect("non-zero"))
         .allow_burst(std::num::NonZeroU32::new(5).expect("non-zero"));
     Arc::new(governor::RateLimiter::keyed(quota))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_the_proxy_appended_address() {
+        let peer = Some(SocketAddr::from(([10, 0, 0, 1], 4000)));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9".parse().unwrap());
+        h.insert("x-real-ip", "7.7.7.7".parse().unwrap());
+        assert_eq!(client_ip(&h, peer, false), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(client_ip(&h, peer, true), IpAddr::from([203, 0, 113, 9]));
+        h.remove("x-forwarded-for");
+        assert_eq!(client_ip(&h, peer, true), IpAddr::from([7, 7, 7, 7]));
+        h.insert("x-real-ip", "garbage".parse().unwrap());
+        assert_eq!(client_ip(&h, peer, true), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(client_ip(&h, None, false), IpAddr::from([0, 0, 0, 0]));
+    }
 }
