@@ -26,9 +26,10 @@ test-node:
 	$(CARGO) build --bins
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error && npm test
 
-## Criterion micro-benches (hot path vs bare yrs).
+## Criterion micro-benches (hot path vs bare yrs) and the persistence benchmarks.
 bench:
 	$(CARGO) bench --bench hot_path
+	@eval "$$(bash scripts/services.sh)" && $(CARGO) bench --bench persistence
 
 fmt:
 	$(CARGO) fmt --all
@@ -39,3 +40,7 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+## Tandem vs the Node y-socket.io server, same workload, one run (see BENCHMARKS.md).
+bench-compare:
+	bash scripts/bench-compare.sh

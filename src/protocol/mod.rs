@@ -146,6 +146,16 @@ impl Fanout for Hub {
         if self.io.of(&ns).is_some() {
             self.io.delete_ns(&ns);
         }
+        self.count_namespaces();
+    }
+}
+
+impl Hub {
+    /// Publishes how many namespaces exist besides `/` (y-socket.io documents):
+    /// it must fall back as documents unload.
+    pub fn count_namespaces(&self) {
+        let n = self.io.nsps().len().saturating_sub(1);
+        metrics::gauge!("tandem_ysocketio_namespaces").set(n as f64);
     }
 }
 

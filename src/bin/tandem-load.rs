@@ -1,0 +1,399 @@
+//! `tandem-load`: a load generator for Tandem (native or y-socket.io dialect)
+//! and for any y-socket.io server. N sessions × M editing clients replay a
+//! real editing trace at a fixed rate while K observers per session measure
+//! edit-to-peer latency (matched by update content). Prints a progress line
+//! per second and a JSON summary; exits non-zero if replicas disagree.
+//! Loopback targets only; bounded in time.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use tandem::client::{Arg, Client, Incoming};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dialect {
+    Native,
+    Ysocketio,
+}
+
+/// Load generator for Tandem and y-socket.io servers (loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "tandem-load", version)]
+struct Args {
+    /// Server base URL (must be a loopback address).
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// Protocol dialect to speak.
+    #[arg(long, value_enum, default_value = "native")]
+    dialect: Dialect,
+    /// Number of sessions (documents).
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Editing clients per session.
+    #[arg(long, default_value_t = 2)]
+    editors: usize,
+    /// Observing clients per session (they measure latency and check convergence).
+    #[arg(long, default_value_t = 2)]
+    observers: usize,
+    /// Updates per second sent by each editor.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// How long to send, in seconds (at most 600).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Trace file (gzipped JSON, editing-traces format) replayed by each editor.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+    /// JWT secret to mint tokens with (Tandem); omit for servers without auth.
+    #[arg(long, env = "TANDEM_SECRET")]
+    secret: Option<String>,
+    /// Prefix of the session ids (sessions are `<prefix>-<n>`; Tandem needs --on-demand-sessions).
+    #[arg(long, default_value = "load")]
+    session_prefix: String,
+    /// Server process id, to sample its CPU and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only connect this many idle clients, hold them, report server RSS, exit.
+    #[arg(long)]
+    idle: Option<usize>,
+}
+
+/// Send times of updates in flight, keyed by a hash of their bytes.
+type Sent = Arc<Mutex<HashMap<u64, Instant>>>;
+
+fn key(b: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+fn namespace(d: Dialect, session: &str) -> String {
+    match d {
+        Dialect::Native => "/".into(),
+        Dialect::Ysocketio => format!("/yjs|{session}"),
+    }
+}
+
+async fn connect(
+    a: &Args,
+    session: &str,
+    user: &str,
+) -> anyhow::Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Incoming>)> {
+    let auth = a.secret.as_ref().map(|s| {
+        let tok =
+            tandem::auth::Auth::new(s.as_bytes()).issue(user, user, Default::default(), 24 * 3600);
+        json!({ "token": tok })
+    });
+    let (c, rx) = Client::connect(&a.url, &namespace(a.dialect, session), auth).await?;
+    if a.dialect == Dialect::Native {
+        let r = c
+            .emit_with_ack(
+                "join-session",
+                vec![Arg::json(json!({ "sessionId": session }))],
+                Duration::from_secs(10),
+            )
+            .await?;
+        let ok = r
+            .first()
+            .and_then(Arg::as_json)
+            .is_some_and(|v| v["ok"] == true);
+        anyhow::ensure!(ok, "join {session} failed: {:?}", r.first());
+    }
+    Ok((c, rx))
+}
+
+/// Applies incoming updates to `doc`, answers sync requests, measures latency.
+fn spawn_reader(
+    dialect: Dialect,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+    doc: Doc,
+    sent: Option<Sent>,
+    stats: Arc<Stats>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(inc) = rx.recv().await {
+            let Incoming::Event(ev) = inc else { break };
+            let bin_at = if dialect == Dialect::Native { 1 } else { 0 };
+            match ev.name.as_str() {
+                "yjs-update" | "sync-update" => {
+                    let Some(b) = ev.args.get(bin_at).and_then(Arg::as_bin) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    if let Some(sent) = &sent {
+                        if let Some(t0) = sent.lock().unwrap().get(&key(b)).copied() {
+                            stats.latencies_us.lock().unwrap().push(
+                                now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32,
+                            );
+                        }
+                        stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Ok(u) = Update::decode_v1(b) {
+                        let _ = doc.transact_mut().apply_update(u);
+                    }
+                }
+                "yjs-sync-step-1" | "sync-step-1" => {
+                    let sv = ev
+                        .args
+                        .get(bin_at)
+                        .and_then(Arg::as_bin)
+                        .and_then(|b| StateVector::decode_v1(b).ok())
+                        .unwrap_or_default();
+                    let diff = doc.transact().encode_state_as_update_v1(&sv);
+                    if let Some(ack) = ev.ack {
+                        let _ = ack.reply(vec![Arg::bin(diff)]);
+                    }
+                }
+                "error" => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+fn proc_sample(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kb))
+}
+
+fn percentile(v: &[u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let host = a
+        .url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        host == "localhost" || host.starts_with("127.") || host == "[::1]",
+        "tandem-load only targets loopback addresses, not {host}"
+    );
+    anyhow::ensure!(a.duration_secs <= 600, "--duration-secs is at most 600");
+
+    if let Some(n) = a.idle {
+        let mut held = Vec::with_capacity(n);
+        let rss0 = a.server_pid.and_then(proc_sample).map(|s| s.1);
+        for i in 0..n {
+            let session = format!("{}-{}", a.session_prefix, i % a.sessions.max(1));
+            let (c, rx) = connect(&a, &session, &format!("idle{i}")).await?;
+            held.push((
+                c,
+                spawn_reader(a.dialect, rx, Doc::new(), None, Arc::default()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss1 = a.server_pid.and_then(proc_sample).map(|s| s.1);
+        let summary = json!({ "idle_clients": n, "server_rss_kib_before": rss0, "server_rss_kib_after": rss1,
+            "clients_per_gib": match (rss0, rss1) { (Some(b), Some(e)) if e > b => Some((n as f64) * 1024.0 * 1024.0 / (e - b) as f64), _ => None } });
+        println!("{summary}");
+        return Ok(());
+    }
+
+    let trace_path = a
+        .trace
+        .clone()
+        .unwrap_or_else(|| tandem::trace::traces_dir().join("sveltecomponent.json.gz"));
+    let trace = tandem::trace::load_sequential(&trace_path)?;
+    let stats = Arc::new(Stats::default());
+    let sent: Sent = Arc::default();
+    let mut observers = Vec::new();
+    let mut editors = Vec::new();
+    let mut all_updates: HashMap<String, Vec<Bytes>> = HashMap::new();
+
+    for s in 0..a.sessions {
+        let session = format!("{}-{s}", a.session_prefix);
+        for o in 0..a.observers {
+            let (c, rx) = connect(&a, &session, &format!("obs{s}-{o}")).await?;
+            let doc = Doc::new();
+            doc.get_or_insert_text("monaco");
+            observers.push((
+                session.clone(),
+                c,
+                doc.clone(),
+                spawn_reader(a.dialect, rx, doc, Some(sent.clone()), stats.clone()),
+            ));
+        }
+        for e in 0..a.editors {
+            let (c, rx) = connect(&a, &session, &format!("ed{s}-{e}")).await?;
+            // Each editor replays the trace as its own Yjs client.
+            let updates: Vec<Bytes> = tandem::trace::updates(&trace)
+                .0
+                .into_iter()
+                .map(Bytes::from)
+                .collect();
+            spawn_reader(a.dialect, rx, Doc::new(), None, stats.clone());
+            editors.push((session.clone(), c, updates));
+        }
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(a.duration_secs);
+    let interval = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
+    let mut tasks = Vec::new();
+    for (session, c, updates) in editors {
+        let (sent, stats, dialect) = (sent.clone(), stats.clone(), a.dialect);
+        let offset =
+            Duration::from_micros(rand::random::<u64>() % interval.as_micros().max(1) as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut used = Vec::new();
+            let mut next = Instant::now() + offset;
+            for u in updates {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(next.into()).await;
+                next += interval;
+                sent.lock().unwrap().insert(key(&u), Instant::now());
+                let args = match dialect {
+                    Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
+                    Dialect::Ysocketio => vec![Arg::bin(u.clone())],
+                };
+                let ev = if dialect == Dialect::Native {
+                    "yjs-update"
+                } else {
+                    "sync-update"
+                };
+                if c.emit(ev, args).is_err() {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                used.push(u);
+            }
+            (session, used, c)
+        }));
+    }
+
+    // Progress once a second while sending.
+    let cpu0 = a.server_pid.and_then(proc_sample);
+    let mut rss_max = 0u64;
+    let progress = {
+        let stats = stats.clone();
+        let pid = a.server_pid;
+        tokio::spawn(async move {
+            let mut last = (0, 0);
+            let mut rss_max = 0u64;
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (s, d) = (
+                    stats.sent.load(Ordering::Relaxed),
+                    stats.delivered.load(Ordering::Relaxed),
+                );
+                let rss = pid.and_then(proc_sample).map(|p| p.1).unwrap_or(0);
+                rss_max = rss_max.max(rss);
+                eprintln!(
+                    "[{:>4.0}s] sent {s} (+{}/s) delivered {d} (+{}/s) errors {} server rss {} MiB",
+                    started.elapsed().as_secs_f64(),
+                    s - last.0,
+                    d - last.1,
+                    stats.errors.load(Ordering::Relaxed),
+                    rss / 1024
+                );
+                last = (s, d);
+            }
+            rss_max
+        })
+    };
+    let mut editors_done = Vec::new();
+    for t in tasks {
+        let (session, used, c) = t.await?;
+        all_updates.entry(session).or_default().extend(used);
+        editors_done.push(c);
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    rss_max = rss_max.max(progress.await.unwrap_or(0));
+    let cpu1 = a.server_pid.and_then(proc_sample);
+
+    // Convergence: every observer equals the merge of everything sent to its session.
+    let mut expected: HashMap<String, String> = HashMap::new();
+    for (session, updates) in &all_updates {
+        let d = Doc::new();
+        let t = d.get_or_insert_text("monaco");
+        {
+            let mut txn = d.transact_mut();
+            for u in updates {
+                txn.apply_update(Update::decode_v1(u)?)?;
+            }
+        }
+        expected.insert(session.clone(), t.get_string(&d.transact()));
+    }
+    let settle = Instant::now() + Duration::from_secs(15);
+    let converged = loop {
+        let ok = observers.iter().all(|(s, _, doc, _)| {
+            doc.get_or_insert_text("monaco").get_string(&doc.transact()) == expected[s]
+        });
+        if ok || Instant::now() > settle {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
+    lat.sort_unstable();
+    let sent_n = stats.sent.load(Ordering::Relaxed);
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let server_cpu = match (cpu0, cpu1) {
+        (Some(a0), Some(a1)) => Some((a1.0 - a0.0) / send_secs),
+        _ => None,
+    };
+    let summary = json!({
+        "dialect": format!("{:?}", a.dialect).to_lowercase(),
+        "sessions": a.sessions, "editors_per_session": a.editors, "observers_per_session": a.observers,
+        "rate_per_editor": a.rate, "seconds": send_secs,
+        "updates_sent": sent_n, "updates_per_sec": sent_n as f64 / send_secs,
+        "deliveries": delivered, "deliveries_per_sec": delivered as f64 / send_secs,
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "latency_ms": { "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9), "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999), "max": percentile(&lat, 1.0), "samples": lat.len() },
+        "server_cpu_cores": server_cpu, "server_rss_max_kib": (rss_max > 0).then_some(rss_max),
+        "converged": converged,
+    });
+    println!("{summary}");
+    for (_, c, _, _) in &observers {
+        c.close();
+    }
+    for c in &editors_done {
+        c.close();
+    }
+    anyhow::ensure!(
+        converged,
+        "replicas did not converge: a load test that loses data fails"
+    );
+    Ok(())
+}
