@@ -10,6 +10,7 @@ use common::peer::{Peer, code};
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 use tandem::client::Arg;
+use tandem::client::{Client, ClientError, Incoming};
 use yrs::Text;
 
 async fn chat(p: &Peer, session: &str, content: &str) -> Value {
@@ -29,7 +30,13 @@ async fn chat(p: &Peer, session: &str, content: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_reaches_members_only_and_survives_a_restart() {
-    let srv = TestServer::start(Backend::Sqlite, |c| c.on_demand_sessions = true).await;
+    for b in common::backends() {
+        chat_round(b).await;
+    }
+}
+
+async fn chat_round(backend: Backend) {
+    let srv = TestServer::start(backend, |c| c.on_demand_sessions = true).await;
     let mut a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
         .await
         .unwrap();
@@ -69,7 +76,7 @@ async fn chat_reaches_members_only_and_survives_a_restart() {
         .unwrap();
     let joined = c.join("room").await;
     let history = joined["chat"].as_array().unwrap();
-    assert_eq!(history.len(), 1);
+    assert_eq!(history.len(), 1, "{backend:?}");
     assert_eq!(
         history[0]["content"].as_str().unwrap().as_bytes(),
         evil.as_bytes()
@@ -197,4 +204,138 @@ async fn role_changes_and_deletion_reach_connected_sockets() {
         "NOT_JOINED"
     );
     assert_eq!(code(&ed.join(&id).await), "SESSION_NOT_FOUND");
+}
+
+async fn http_status(
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Value,
+) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Visibility changes (`PATCH public` / `publicRole`) re-evaluate users who
+/// are connected through the public role, in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_changes_reach_connected_sockets() {
+    let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
+    let owner = srv.token("owner", &[]);
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/sessions", srv.url))
+        .bearer_auth(&owner)
+        .json(&json!({ "public": true, "publicRole": "editor" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let session_url = format!("{}/api/sessions/{id}", srv.url);
+    let patch =
+        |body: Value| http_status(reqwest::Method::PATCH, session_url.clone(), &owner, body);
+
+    let visitor = Peer::connect(&srv.url, Some(&srv.token("v", &[])))
+        .await
+        .unwrap();
+    assert_eq!(visitor.join(&id).await["role"], "editor");
+    let u = visitor.edit(|t, txn| t.insert(txn, 0, "a"));
+    assert_eq!(visitor.send_update(&id, u, true).await.unwrap()["ok"], true);
+
+    assert_eq!(patch(json!({ "publicRole": "viewer" })).await, 200);
+    let u = visitor.edit(|t, txn| t.insert(txn, 0, "b"));
+    assert_eq!(
+        code(&visitor.send_update(&id, u, true).await.unwrap()),
+        "FORBIDDEN"
+    );
+
+    assert_eq!(patch(json!({ "publicRole": "editor" })).await, 200);
+    let u = visitor.edit(|t, txn| t.insert(txn, 0, "c"));
+    assert_eq!(visitor.send_update(&id, u, true).await.unwrap()["ok"], true);
+
+    // Private again: no role left, so no more edits (and no rejoin).
+    assert_eq!(patch(json!({ "public": false })).await, 200);
+    let u = visitor.edit(|t, txn| t.insert(txn, 0, "d"));
+    assert_eq!(
+        code(&visitor.send_update(&id, u, true).await.unwrap()),
+        "FORBIDDEN"
+    );
+    let again = Peer::connect(&srv.url, Some(&srv.token("v", &[])))
+        .await
+        .unwrap();
+    assert_eq!(code(&again.join(&id).await), "FORBIDDEN");
+}
+
+/// Deleting a session also ends y-socket.io connections to it: the
+/// namespace goes away and reconnecting is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_disconnects_ysocketio_clients() {
+    let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
+    let owner = srv.token("owner", &[]);
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/sessions", srv.url))
+        .bearer_auth(&owner)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let ns = format!("/yjs|{id}");
+    let auth = json!({ "token": srv.token("owner", &[]) });
+    let (_client, mut rx) = Client::connect(&srv.url, &ns, Some(auth.clone()))
+        .await
+        .unwrap();
+    // Connected: the server opens with its sync-step-1.
+    let first = tokio::time::timeout(common::peer::T, rx.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&first, Some(Incoming::Event(e)) if e.name == "sync-step-1"),
+        "{first:?}"
+    );
+
+    let s = http_status(
+        reqwest::Method::DELETE,
+        format!("{}/api/sessions/{id}", srv.url),
+        &owner,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let mut heard = None;
+    let disconnected = tokio::time::timeout(common::peer::T, async {
+        while let Some(i) = rx.recv().await {
+            match i {
+                Incoming::Event(e) if e.name == "error" => {
+                    heard = e.args[0].as_json().map(|v| code(v).to_owned());
+                }
+                Incoming::Disconnected { reason } => return Some(reason),
+                Incoming::Event(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the y-socket.io client is disconnected");
+    assert!(disconnected.is_some());
+    assert_eq!(
+        heard.as_deref(),
+        Some("SESSION_NOT_FOUND"),
+        "told why first"
+    );
+    match Client::connect(&srv.url, &ns, Some(auth)).await {
+        Err(ClientError::ConnectRefused { message }) => assert_eq!(message, "SESSION_NOT_FOUND"),
+        other => panic!("reconnect after deletion: {other:?}"),
+    }
 }

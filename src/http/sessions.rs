@@ -328,6 +328,7 @@ pub async fn delete(
     authorize(&st, &user, &id, Role::Owner).await?;
     st.app.manager.store().delete_session(&id).await?;
     crate::protocol::native::evict_session(&st.io, &id);
+    crate::protocol::ysocketio::evict_session(&st.io, &id);
     st.app.manager.discard(&id);
     tracing::info!(session_id = %id, by = %user.id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
