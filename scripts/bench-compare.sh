@@ -10,7 +10,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --bins --quiet
 (cd benches/ysocketio-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 LOAD=./target/release/tandem-load
 
 start_tandem() {
