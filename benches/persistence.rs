@@ -31,13 +31,14 @@ fn trace(name: &str, limit: usize) -> Vec<Bytes> {
         .collect()
 }
 
-async fn database(backend: &str, dir: &std::path::Path) -> Option<String> {
+/// A fresh database for one measurement (`tag` names it on PostgreSQL).
+async fn database(backend: &str, dir: &std::path::Path, tag: &str) -> Option<String> {
     match backend {
         "sqlite" => Some(format!("sqlite://{}", dir.join("bench.db").display())),
         _ => {
             use sqlx::Connection;
             let server = std::env::var("TANDEM_TEST_POSTGRES").ok()?;
-            let name = format!("tandem_bench_{}", std::process::id());
+            let name = format!("tandem_bench_{tag}_{}", std::process::id());
             let mut c = sqlx::PgConnection::connect(&server).await.ok()?;
             let _ = sqlx::Executor::execute(
                 &mut c,
@@ -171,7 +172,7 @@ async fn main() {
     println!("| backend | measure | value |\n|---|---|---|");
     for backend in ["sqlite", "postgres"] {
         let dir = tempfile::tempdir().unwrap();
-        let Some(url) = database(backend, dir.path()).await else {
+        let Some(url) = database(backend, dir.path(), "main").await else {
             println!("| {backend} | skipped | set TANDEM_TEST_POSTGRES |");
             continue;
         };
@@ -235,30 +236,7 @@ async fn main() {
 
         // Storage after 100k edits and compaction, in a database of its own.
         let sdir = tempfile::tempdir().unwrap();
-        let surl = match backend {
-            "sqlite" => format!("sqlite://{}", sdir.path().join("bench.db").display()),
-            _ => {
-                let u = database(backend, sdir.path()).await.unwrap();
-                u.replace("tandem_bench_", "tandem_bench_storage_")
-            }
-        };
-        if backend == "postgres" {
-            use sqlx::Connection;
-            let server = std::env::var("TANDEM_TEST_POSTGRES").unwrap();
-            let mut c = sqlx::PgConnection::connect(&server).await.unwrap();
-            let name = surl.rsplit_once('/').unwrap().1.to_owned();
-            let _ = sqlx::Executor::execute(
-                &mut c,
-                sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
-            )
-            .await;
-            sqlx::Executor::execute(
-                &mut c,
-                sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
-            )
-            .await
-            .unwrap();
-        }
+        let surl = database(backend, sdir.path(), "storage").await.unwrap();
         let sstore = tandem::store::connect(&surl).await.unwrap();
         session(&sstore, "paper").await;
         let m = manager(sstore.clone(), true);
