@@ -41,7 +41,7 @@ for rate in 100 400; do
   start_tandem; R[tandem-$rate]=$(run tandem 3100 $rate); stop
   start_node;   R[node-$rate]=$(run node 3200 $rate);     stop
 done
-for n in 1000 5000; do
+for n in 1000 5000 10000; do
   start_tandem; R[tandem-idle-$n]=$(idle 3100 $n); stop
   start_node;   R[node-idle-$n]=$(idle 3200 $n);   stop
 done
