@@ -140,6 +140,58 @@ async fn acknowledged_edits_survive_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_every_document_before_exit() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database_url(b, dir.path()).await;
+        let mut srv = spawn_server(&db, dir.path()).await;
+        let auth = tandem::auth::Auth::new(common::SECRET.as_bytes());
+        let p = Peer::connect(
+            &srv.url,
+            Some(&auth.issue("a", "A", Default::default(), 3600)),
+        )
+        .await
+        .unwrap();
+        p.join("term").await;
+        edit_and_ack(&p, "term", 50, 4).await;
+        let text = p.text();
+        let store = tandem::store::connect(&db).await.unwrap();
+        assert_eq!(
+            store.stored_text("term").await.unwrap(),
+            None,
+            "{b:?}: snapshots are far away in this server"
+        );
+
+        let pid = srv.child.id().unwrap() as i32;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = tokio::time::timeout(Duration::from_secs(10), srv.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{b:?}: clean exit on SIGTERM, got {status:?}"
+        );
+        // The shutdown flush wrote the snapshot and folded the log into it.
+        assert_eq!(
+            store.stored_text("term").await.unwrap().as_deref(),
+            Some(text.as_str()),
+            "{b:?}"
+        );
+        assert!(
+            store
+                .load_document("term")
+                .await
+                .unwrap()
+                .unwrap()
+                .updates
+                .is_empty(),
+            "{b:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_editors_are_compacted_and_reload_identically() {
     for b in backends() {
         let srv = TestServer::start(b, |c| {

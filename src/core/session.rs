@@ -671,3 +671,37 @@ mod ooo_tests {
         assert_eq!(d.text(), ta.get_string(&a.transact()));
     }
 }
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn awareness_not_refreshed_for_30_s_is_swept() {
+        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let user = User {
+            id: "u".into(),
+            name: "U".into(),
+            sessions: Default::default(),
+            guest_cap: None,
+        };
+        d.join("c1", &user, Role::Editor);
+        let mut peer = Awareness::new(Doc::with_client_id(7));
+        peer.set_local_state_raw(r#"{"cursor":1}"#);
+        d.apply_awareness("c1", &peer.update().unwrap().encode_v1())
+            .unwrap();
+        let now = crate::model::now_ms() as u64;
+        assert!(
+            d.sweep_awareness(now + 29_000).is_none(),
+            "fresh states stay"
+        );
+        let removal = d
+            .sweep_awareness(now + 31_000)
+            .expect("stale state removed");
+        let u = AwarenessUpdate::decode_v1(&removal).unwrap();
+        assert_eq!(&*u.clients[&ClientID::new(7)].json, "null");
+        assert!(d.awareness_states().is_none());
+        // The socket no longer speaks for it: leaving removes nothing twice.
+        assert!(d.leave("c1").awareness_removal.is_none());
+    }
+}
