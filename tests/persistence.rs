@@ -4,14 +4,18 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::peer::{Peer, Rng, eventually};
 use common::{Backend, TestServer, backends, fresh_database_url};
 use tandem::core::{DocManager, ManagerConfig};
-use tandem::model::Role;
-use tandem::store::NewSession;
+use tandem::model::{ChatMessage, Role, SessionInfo};
+use tandem::store::{
+    LogEntry, NewSession, ParticipantRow, SessionPatch, SnapshotOutcome, StorageStats, Store,
+    StoreError, StoreResult, StoredDocument,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use yrs::{Doc, GetString, Text, Transact};
 
@@ -416,5 +420,194 @@ async fn joins_racing_eviction_neither_lose_edits_nor_duplicate_the_document() {
             }
         }
         assert_eq!(t.get_string(&d.transact()), text, "{b:?}");
+    }
+}
+
+/// A store that delegates to a real one, with faults to inject: failing log
+/// appends (a database outage) and slow snapshots (a busy database).
+struct FaultyStore {
+    inner: Arc<dyn Store>,
+    fail_appends: AtomicBool,
+    snapshot_delay_ms: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Store for FaultyStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn create_session(&self, s: &NewSession) -> StoreResult<Option<SessionInfo>> {
+        self.inner.create_session(s).await
+    }
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionInfo>> {
+        self.inner.get_session(id).await
+    }
+    async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<SessionInfo>> {
+        self.inner.list_sessions_for_user(user_id).await
+    }
+    async fn update_session(
+        &self,
+        id: &str,
+        patch: &SessionPatch,
+    ) -> StoreResult<Option<SessionInfo>> {
+        self.inner.update_session(id, patch).await
+    }
+    async fn delete_session(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_session(id).await
+    }
+    async fn participant(&self, s: &str, u: &str) -> StoreResult<Option<ParticipantRow>> {
+        self.inner.participant(s, u).await
+    }
+    async fn list_participants(&self, s: &str) -> StoreResult<Vec<ParticipantRow>> {
+        self.inner.list_participants(s).await
+    }
+    async fn set_role(&self, s: &str, u: &str, n: &str, role: Option<Role>) -> StoreResult<()> {
+        self.inner.set_role(s, u, n, role).await
+    }
+    async fn record_presence(&self, s: &str, u: &str, n: &str, joined: bool) -> StoreResult<()> {
+        self.inner.record_presence(s, u, n, joined).await
+    }
+    async fn insert_chat(&self, s: &str, u: &str, n: &str, c: &str) -> StoreResult<ChatMessage> {
+        self.inner.insert_chat(s, u, n, c).await
+    }
+    async fn list_chat(
+        &self,
+        s: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        self.inner.list_chat(s, before, limit).await
+    }
+    async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()> {
+        if self.fail_appends.load(Ordering::SeqCst) {
+            return Err(StoreError::Db(sqlx::Error::PoolTimedOut));
+        }
+        self.inner.append_updates(batch).await
+    }
+    async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
+        self.inner.load_document(id).await
+    }
+    async fn write_snapshot(&self, id: &str, live: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
+        let delay = self.snapshot_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.write_snapshot(id, live).await
+    }
+    async fn stored_text(&self, id: &str) -> StoreResult<Option<String>> {
+        self.inner.stored_text(id).await
+    }
+    async fn storage_stats(&self) -> StoreResult<StorageStats> {
+        self.inner.storage_stats().await
+    }
+}
+
+/// A manager over a [`FaultyStore`] with sessions d1 and d2.
+async fn faulty_manager(
+    b: Backend,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut ManagerConfig),
+) -> (Arc<DocManager>, Arc<FaultyStore>) {
+    let m = manager(b, dir, |_| {}).await;
+    let faulty = Arc::new(FaultyStore {
+        inner: m.store().clone(),
+        fail_appends: AtomicBool::new(false),
+        snapshot_delay_ms: AtomicU64::new(0),
+    });
+    m.shutdown().await;
+    let config = common::test_config(dir, "sqlite::memory:");
+    let mut mc = ManagerConfig::from_config(&config);
+    tweak(&mut mc);
+    (DocManager::new(faulty.clone(), mc), faulty)
+}
+
+fn stored_text_of(stored: &StoredDocument) -> String {
+    let d = Doc::new();
+    let t = d.get_or_insert_text("monaco");
+    {
+        let mut txn = d.transact_mut();
+        for u in stored.snapshot.iter().chain(stored.updates.iter()) {
+            txn.apply_update(yrs::updates::decoder::Decode::decode_v1(u).unwrap())
+                .unwrap();
+        }
+    }
+    t.get_string(&d.transact())
+}
+
+/// A client that re-sends an update (its first ack was lost, or another
+/// replica relayed it) and asks for an ack must get it only once the content
+/// is committed, not as soon as the server finds the update already applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_resend_is_durable() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |c| {
+            c.log_batch_rows = 10_000;
+            c.log_batch_delay = Duration::from_millis(400);
+        })
+        .await;
+        let lease = m.open("d1").await.unwrap();
+        let u = insert("resent");
+        // Applied and queued for the log, not committed yet (400 ms batch window).
+        assert!(
+            m.submit_update(&lease, u.clone(), None, false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        m.submit(&lease, u, None, true).await.unwrap();
+        let stored = m.store().load_document("d1").await.unwrap().unwrap();
+        assert_eq!(
+            stored_text_of(&stored),
+            "resent",
+            "{b:?}: acknowledged before the content was committed"
+        );
+        m.shutdown().await;
+    }
+}
+
+/// The LRU may unload a dirty document only when the log already holds all
+/// of it; otherwise a reload right away would miss edits the spawned
+/// snapshot has not written yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lru_never_unloads_changes_the_log_does_not_hold() {
+    for b in backends() {
+        for case in ["log off", "log commit failed"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (m, faulty) = faulty_manager(b, dir.path(), |c| {
+                c.max_loaded_documents = 1;
+                c.update_log = case != "log off";
+            })
+            .await;
+            faulty.snapshot_delay_ms.store(300, Ordering::SeqCst);
+            faulty
+                .fail_appends
+                .store(case == "log commit failed", Ordering::SeqCst);
+            {
+                let lease = m.open("d1").await.unwrap();
+                let done = m
+                    .submit_update(&lease, insert("precious"), None, true)
+                    .await
+                    .unwrap();
+                if let Some(done) = done {
+                    assert!(!done.await.unwrap(), "{b:?}: the log commit failed");
+                }
+            }
+            faulty.fail_appends.store(false, Ordering::SeqCst);
+            drop(m.open("d2").await.unwrap());
+            let again = m.open("d1").await.unwrap();
+            assert_eq!(
+                again.text(),
+                "precious",
+                "{b:?} {case}: edit lost by eviction"
+            );
+            drop(again);
+            m.shutdown().await;
+            let stored = faulty.load_document("d1").await.unwrap().unwrap();
+            assert_eq!(stored_text_of(&stored), "precious", "{b:?} {case}");
+        }
     }
 }

@@ -113,9 +113,13 @@ async fn writer(
         metrics::counter!("tandem_log_commits_total").increment(1);
         entries.clear();
         for item in batch.drain(..) {
+            if !ok {
+                // The document stays dirty until a snapshot of its full state
+                // commits; until then the LRU may not unload it (recorded
+                // before `pending_log` drops, which is what eviction checks).
+                item.doc.with_life(|l| l.unlogged_through = l.generation);
+            }
             item.doc.pending_log.fetch_sub(1, Ordering::AcqRel);
-            // A failed row stays covered: the document is dirty until a
-            // snapshot of its full state commits.
             if let Some(done) = item.done {
                 let _ = done.send(ok);
             }

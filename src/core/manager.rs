@@ -220,7 +220,10 @@ impl DocManager {
         }
         metrics::counter!("tandem_updates_applied_total").increment(1);
         metrics::histogram!("tandem_update_apply_seconds").record(started.elapsed().as_secs_f64());
-        if applied == Applied::Known {
+        // A re-sent update changes nothing, but its first copy may still be
+        // queued (or its commit may have failed): an ack must wait for a
+        // committed row, so log the duplicate (merging is idempotent).
+        if applied == Applied::Known && !want_ack {
             return Ok(None);
         }
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -314,10 +317,15 @@ impl DocManager {
         })
     }
 
-    /// Marks `doc` evicted if nobody holds it and its log rows are committed.
-    fn try_mark_evicted(doc: &SessionDoc) -> bool {
+    /// Marks `doc` evicted if nobody holds it and the store already holds
+    /// every change: its log rows are committed and, if it is dirty, the log
+    /// is on and no commit of its rows failed since the last snapshot.
+    fn try_mark_evicted(&self, doc: &SessionDoc) -> bool {
         doc.with_life(|l| {
-            if l.leases == 0 && !l.evicted && doc.pending_log.load(Ordering::Acquire) == 0 {
+            let stored =
+                !l.dirty() || (self.cfg.update_log && l.stored_generation >= l.unlogged_through);
+            if l.leases == 0 && !l.evicted && stored && doc.pending_log.load(Ordering::Acquire) == 0
+            {
                 l.evicted = true;
                 true
             } else {
@@ -329,6 +337,8 @@ impl DocManager {
     /// Unloads least-recently-used idle documents above the capacity. The
     /// store already holds all their updates (log committed), so a join that
     /// reloads one right away sees everything; the snapshot is compaction.
+    /// A dirty document the log does not cover waits for the idle unload,
+    /// which snapshots before it unloads.
     fn enforce_capacity(&self) {
         let mut victims = Vec::new();
         {
@@ -345,7 +355,7 @@ impl DocManager {
                 let Some(doc) = docs.peek(&id).and_then(|s| s.get().cloned()) else {
                     continue;
                 };
-                if Self::try_mark_evicted(&doc) {
+                if self.try_mark_evicted(&doc) {
                     docs.pop(&id);
                     victims.push(doc);
                 }
@@ -397,7 +407,7 @@ impl DocManager {
             let idle = doc.with_life(|l| {
                 l.leases == 0 && now.duration_since(l.last_used) >= self.cfg.idle_unload
             });
-            if idle && self.flush(&doc).await && Self::try_mark_evicted(&doc) {
+            if idle && self.flush(&doc).await && self.try_mark_evicted(&doc) {
                 let popped = {
                     let mut docs = self.docs();
                     let same = docs

@@ -111,6 +111,10 @@ pub(super) struct Lifecycle {
     pub last_change: Instant,
     pub last_used: Instant,
     pub snapshotting: bool,
+    /// A log commit failed while the document was at this generation: the
+    /// log lacks some change up to here, so only a snapshot that reached it
+    /// (`stored_generation >= unlogged_through`) makes the store whole again.
+    pub unlogged_through: u64,
     /// Upper bound of the encoded state size (exact after a snapshot).
     pub approx_size: usize,
 }
@@ -178,6 +182,7 @@ impl SessionDoc {
                     last_change: now,
                     last_used: now,
                     snapshotting: false,
+                    unlogged_through: 0,
                     approx_size: size,
                 },
             }),
