@@ -329,10 +329,14 @@ async fn lru_eviction_and_reload_give_the_same_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_snapshot_equals_the_live_text_after_the_debounce() {
+    // A real clock with a short window, polled (the store's I/O runs on other
+    // threads, which a paused tokio clock would race with its timeouts).
+    let window = Duration::from_millis(300);
     for b in backends() {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(b, dir.path(), |c| {
-            c.snapshot_debounce = Duration::from_millis(50)
+            c.snapshot_debounce = window;
+            c.snapshot_max_delay = Duration::from_secs(60);
         })
         .await;
         let lease = m.open("d1").await.unwrap();
@@ -341,19 +345,63 @@ async fn last_snapshot_equals_the_live_text_after_the_debounce() {
                 .await
                 .unwrap();
         }
+        let last_edit = std::time::Instant::now();
         let text = lease.text();
-        assert_ne!(
-            m.store().stored_text("d1").await.unwrap().as_deref(),
-            Some(text.as_str()),
-            "not before the window"
-        );
-        tokio::time::sleep(Duration::from_millis(60)).await;
         m.tick().await;
         assert_eq!(
-            m.store().stored_text("d1").await.unwrap().as_deref(),
-            Some(text.as_str()),
-            "{b:?}"
+            m.store().stored_text("d1").await.unwrap(),
+            None,
+            "{b:?}: no snapshot inside the debounce window"
         );
+        let deadline = last_edit + Duration::from_secs(10);
+        loop {
+            m.tick().await;
+            if m.store().stored_text("d1").await.unwrap().as_deref() == Some(text.as_str()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{b:?}: no snapshot after the window"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(last_edit.elapsed() >= window, "{b:?}: snapshot came early");
+        m.shutdown().await;
+    }
+}
+
+/// Continuous editing never lets the debounce expire: the maximum delay
+/// forces a snapshot anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_editing_is_snapshotted_after_the_max_delay() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |c| {
+            c.snapshot_debounce = Duration::from_millis(300);
+            c.snapshot_max_delay = Duration::from_millis(400);
+        })
+        .await;
+        let lease = m.open("d1").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        let snapshot = loop {
+            // An edit every 20 ms: the 300 ms debounce never expires.
+            m.submit_update(&lease, insert(&format!("[{i}]")), None, false)
+                .await
+                .unwrap();
+            i += 1;
+            m.tick().await;
+            if let Some(t) = m.store().stored_text("d1").await.unwrap() {
+                break t;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{b:?}: continuous editing was never snapshotted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(started.elapsed() >= Duration::from_millis(400), "{b:?}");
+        assert!(snapshot.contains("[0]"), "{b:?}: {snapshot}");
         m.shutdown().await;
     }
 }
@@ -371,36 +419,63 @@ async fn joins_racing_eviction_neither_lose_edits_nor_duplicate_the_document() {
         for w in 0..4 {
             let m = m.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..15 {
+                let mut copies: Vec<Arc<tandem::core::SessionDoc>> = Vec::new();
+                for i in 0..30 {
                     // Each join leases the document, edits, and lets go.
                     let lease = m.open("race").await.unwrap();
-                    m.submit_update(&lease, insert(&format!("(w{w}i{i})")), None, false)
+                    // One copy: a leased document is the one the manager serves.
+                    let served = m.get_loaded("race").expect("leased, so loaded");
+                    assert!(Arc::ptr_eq(&served, &lease), "two copies of `race`");
+                    if !copies.iter().any(|c| Arc::ptr_eq(c, &lease)) {
+                        copies.push(Arc::clone(&lease));
+                    }
+                    // Durable, so the document is evictable as soon as the lease goes.
+                    m.submit(&lease, insert(&format!("(w{w}i{i})")), None, true)
                         .await
                         .unwrap();
                     drop(lease);
-                    tokio::task::yield_now().await;
+                    // Short, staggered gaps: moments when nobody holds `race`.
+                    tokio::time::sleep(Duration::from_millis((w + i) % 4)).await;
                 }
+                copies
             }));
         }
         // Meanwhile other documents and idle unloading push `race` out.
+        let stop = Arc::new(AtomicBool::new(false));
         let churn = {
-            let m = m.clone();
+            let (m, stop) = (m.clone(), stop.clone());
             tokio::spawn(async move {
-                for i in 0..60 {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
                     let _ = m.open(if i % 2 == 0 { "d1" } else { "d2" }).await.unwrap();
                     m.tick().await;
+                    i += 1;
                 }
             })
         };
+        // Kept alive (not leased) so distinct loads have distinct addresses.
+        let mut copies: Vec<Arc<tandem::core::SessionDoc>> = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            for c in t.await.unwrap() {
+                if !copies.iter().any(|k| Arc::ptr_eq(k, &c)) {
+                    copies.push(c);
+                }
+            }
         }
+        stop.store(true, Ordering::SeqCst);
         churn.await.unwrap();
-        // Give queued log rows time to commit, then read the document fresh.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            copies.len() >= 2,
+            "{b:?}: `race` was never evicted and reloaded; the test raced nothing"
+        );
+        eprintln!(
+            "{b:?}: `race` loaded {} times while being edited",
+            copies.len()
+        );
+        // Eviction waits for committed log rows, so a reload sees every edit.
         let text = m.open("race").await.unwrap().text();
         for w in 0..4 {
-            for i in 0..15 {
+            for i in 0..30 {
                 assert!(
                     text.contains(&format!("(w{w}i{i})")),
                     "{b:?}: edit w{w}i{i} lost"
