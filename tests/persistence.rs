@@ -504,6 +504,7 @@ struct FaultyStore {
     inner: Arc<dyn Store>,
     fail_appends: AtomicBool,
     snapshot_delay_ms: AtomicU64,
+    snapshots: AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -566,6 +567,7 @@ impl Store for FaultyStore {
         self.inner.load_document(id).await
     }
     async fn write_snapshot(&self, id: &str, live: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
         let delay = self.snapshot_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -591,6 +593,7 @@ async fn faulty_manager(
         inner: m.store().clone(),
         fail_appends: AtomicBool::new(false),
         snapshot_delay_ms: AtomicU64::new(0),
+        snapshots: AtomicU64::new(0),
     });
     m.shutdown().await;
     let config = common::test_config(dir, "sqlite::memory:");
@@ -684,5 +687,52 @@ async fn lru_never_unloads_changes_the_log_does_not_hold() {
             let stored = faulty.load_document("d1").await.unwrap().unwrap();
             assert_eq!(stored_text_of(&stored), "precious", "{b:?} {case}");
         }
+    }
+}
+
+/// Under continuous editing, edits land while a snapshot is being written.
+/// The next forced snapshot is due a full max delay later, not at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_editing_snapshots_at_most_once_per_max_delay() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, faulty) = faulty_manager(b, dir.path(), |c| {
+            c.snapshot_debounce = Duration::from_secs(60);
+            c.snapshot_max_delay = Duration::from_millis(300);
+        })
+        .await;
+        // Slow snapshots: every one overlaps edits.
+        faulty.snapshot_delay_ms.store(30, Ordering::SeqCst);
+        let lease = m.open("d1").await.unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let editor = {
+            let (m, stop, doc) = (m.clone(), stop.clone(), Arc::clone(&lease));
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    m.submit_update(&doc, insert(&format!("[{i}]")), None, false)
+                        .await
+                        .unwrap();
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        let run = Duration::from_millis(1500);
+        let started = std::time::Instant::now();
+        while started.elapsed() < run {
+            m.tick().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        editor.await.unwrap();
+        let n = faulty.snapshots.load(Ordering::SeqCst);
+        // 1.5 s / 300 ms = 5 windows; allow slack for scheduling.
+        assert!(
+            (2..=7).contains(&n),
+            "{b:?}: {n} snapshots in 1.5 s with a 300 ms max delay"
+        );
+        drop(lease);
+        m.shutdown().await;
     }
 }

@@ -275,6 +275,7 @@ impl DocManager {
         let Some(generation) = claim else {
             return !doc.with_life(|l| l.dirty());
         };
+        let claimed_at = Instant::now();
         let started = std::time::Instant::now();
         let state = doc.encode_state();
         let result = self.store.write_snapshot(&doc.id, &state).await;
@@ -284,9 +285,11 @@ impl DocManager {
             match &result {
                 Ok(Some(out)) => {
                     l.stored_generation = generation;
-                    if !l.dirty() {
-                        l.dirty_since = None;
-                    }
+                    // What the snapshot missed changed after the claim: the
+                    // max delay counts from there, not from the first change
+                    // it already stored (else a busy document is snapshotted
+                    // on every tick).
+                    l.dirty_since = l.dirty().then_some(claimed_at);
                     l.approx_size = out.state_bytes.max(l.approx_size.min(out.state_bytes * 2));
                 }
                 // The session was deleted: nothing to keep.
