@@ -14,15 +14,17 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 LOAD=./target/release/tandem-load
 
 start_tandem() {
+  rm -f "$WORK/tandem.log" # never read the previous server's "listening on"
   ./target/release/tandem serve --bind 127.0.0.1:3100 --data-dir "$WORK/t" --database-url "sqlite://$WORK/t/tandem.db" \
     --on-demand-sessions --anonymous editor --updates-per-second 1000 --update-burst 2000 >"$WORK/tandem.log" 2>&1 &
   PID=$!
-  until grep -q "listening on" "$WORK/tandem.log"; do sleep 0.1; done
+  until grep -qs "listening on" "$WORK/tandem.log"; do sleep 0.1; done
 }
 start_node() {
+  rm -f "$WORK/node.log"
   PORT=3200 PERSIST_DIR="$WORK/level" node benches/ysocketio-server/server.mjs >"$WORK/node.log" 2>&1 &
   PID=$!
-  until grep -q "listening on" "$WORK/node.log"; do sleep 0.1; done
+  until grep -qs "listening on" "$WORK/node.log"; do sleep 0.1; done
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 
