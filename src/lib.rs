@@ -7,7 +7,7 @@
 //!
 //! Module map (data flows adapter → core → store / fan-out):
 //! - [`config`]: the CLI and `TANDEM_*` environment.
-//! - [`server`]: wiring; `run(listener, config, shutdown)`.
+//! - [`server`]: wiring; `run(listener, config, shutdown)`; [`net`]: closing a client's connection from the server.
 //! - [`protocol`]: Socket.IO adapters, native (`/`) and y-socket.io (`/yjs|<id>`).
 //! - [`http`]: health, metrics and the session API.
 //! - [`core`]: documents, presence, limits, the update log and snapshots. No sockets, no SQL.
@@ -23,6 +23,7 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod store;

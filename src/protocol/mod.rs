@@ -52,10 +52,31 @@ pub fn emit_or_kick<A: Adapter, T: Serialize + ?Sized>(s: &SocketRef<A>, event: 
         Err(SendError::Socket(SocketError::InternalChannelFull)) => {
             tracing::warn!(socket_id = %s.id, event, "socket buffer full; disconnecting slow consumer");
             metrics::counter!("tandem_slow_consumers_disconnected_total").increment(1);
-            let _ = s.clone().disconnect();
+            kick(s);
         }
         Err(SendError::Socket(SocketError::Closed)) => {}
         Err(e) => tracing::error!(socket_id = %s.id, event, error = %e, "emit failed"),
+    }
+}
+
+/// Disconnects a socket whose queue is full. `Socket::disconnect` would have
+/// to queue a DISCONNECT packet (and gives up when it cannot), so the
+/// client's TCP connection is shut down instead (see [`crate::net`]); the
+/// client reconnects and resyncs. A long-polling client, and in-process
+/// router tests without TCP, only get the namespace disconnect.
+fn kick<A: Adapter>(s: &SocketRef<A>) {
+    let closed = s.transport_type() == socketioxide::TransportType::Websocket
+        && crate::net::closer_for(&s.id.to_string())
+            .or_else(|| {
+                s.req_parts()
+                    .extensions
+                    .get::<crate::net::ConnCloser>()
+                    .cloned()
+            })
+            .is_some_and(|c| c.close());
+    if !closed {
+        tracing::warn!(socket_id = %s.id, "no connection to close; trying a namespace disconnect");
+        let _ = s.clone().disconnect();
     }
 }
 
@@ -154,7 +175,12 @@ impl Hub {
     /// Publishes how many namespaces exist besides `/` (y-socket.io documents):
     /// it must fall back as documents unload.
     pub fn count_namespaces(&self) {
-        let n = self.io.nsps().len().saturating_sub(1);
+        let n = self
+            .io
+            .nsps()
+            .iter()
+            .filter(|ns| ns.ns_path() != "/" && ns.ns_path() != ysocketio::EMPTY_ROOM_NS)
+            .count();
         metrics::gauge!("tandem_ysocketio_namespaces").set(n as f64);
     }
 }

@@ -34,6 +34,12 @@ async fn connect_mw(
     State(st): State<AppState>,
 ) -> Result<(), Refusal> {
     let id = session_id_of(s.ns()).to_owned();
+    if let Some(key) = foreign_query_key(s.req_parts().uri.query()) {
+        // socket.io-client turns `/yjs|a?b` into namespace `/yjs|a` plus a
+        // handshake query `b`: refuse instead of joining session `a`.
+        tracing::debug!(socket_id = %s.id, session_id = %id, key, "room name cut at '?'; refused");
+        return Err(Refusal(ErrorCode::InvalidSessionId));
+    }
     let user = authenticate(&st, auth.ok().as_ref(), s.id.as_str()).map_err(|e| Refusal(e.code))?;
     let refuse = |e: Error| {
         tracing::debug!(socket_id = %s.id, session_id = %id, code = %e.code, "y-socket.io connection refused");
@@ -49,6 +55,17 @@ async fn connect_mw(
     // Handlers go on before CONNECT is sent (see native.rs).
     register_handlers(&s);
     Ok(())
+}
+
+/// The first handshake query key that engine.io does not use: what is left
+/// of a room name containing `?` (a `#` and what follows never reach the
+/// server at all).
+fn foreign_query_key(query: Option<&str>) -> Option<&str> {
+    const ENGINE_IO: [&str; 6] = ["EIO", "transport", "sid", "t", "j", "b64"];
+    query?
+        .split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+        .find(|k| !k.is_empty() && !ENGINE_IO.contains(k))
 }
 
 fn ctx(s: &SocketRef) -> Arc<YSocket> {
@@ -77,6 +94,16 @@ pub fn evict_session(io: &SocketIo, session_id: &str) {
 pub fn register(io: &SocketIo) {
     io.dyn_ns("/yjs|{*session}", on_connect.with(connect_mw))
         .expect("static namespace pattern is valid");
+    // An empty room name does not match the pattern: refuse it with the
+    // protocol's code instead of socketioxide's "Invalid namespace".
+    io.ns(EMPTY_ROOM_NS, (async || {}).with(refuse_empty_room));
+}
+
+/// The namespace of a y-socket.io provider with an empty room name.
+pub const EMPTY_ROOM_NS: &str = "/yjs|";
+
+async fn refuse_empty_room() -> Result<(), Refusal> {
+    Err(Refusal(ErrorCode::InvalidSessionId))
 }
 
 /// After CONNECT: the server's sync step 1 and everyone's presence, as y-socket.io does.
@@ -151,4 +178,27 @@ fn register_handlers(s: &SocketRef) {
         leave_presence(&st, &c.doc, s.id.as_str(), &c.conn.user);
         s.extensions.remove::<Arc<YSocket>>();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_query_key;
+
+    #[test]
+    fn a_cut_room_name_leaves_a_foreign_query_key() {
+        assert_eq!(foreign_query_key(None), None);
+        assert_eq!(foreign_query_key(Some("EIO=4&transport=websocket")), None);
+        assert_eq!(
+            foreign_query_key(Some("EIO=4&transport=polling&t=PZ1x&sid=abc")),
+            None
+        );
+        assert_eq!(
+            foreign_query_key(Some("rest=&EIO=4&transport=websocket")),
+            Some("rest")
+        );
+        assert_eq!(
+            foreign_query_key(Some("EIO=4&transport=websocket&b")),
+            Some("b")
+        );
+    }
 }
