@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Side-by-side comparison, one run: the same tandem-load workload against
-# Tandem (y-socket.io dialect) and the original Node y-socket.io server, then
-# idle-connection capacity of both. Prints JSON lines and a Markdown table.
-# Usage: scripts/bench-compare.sh [seconds]   (loopback only)
+# Tandem (y-socket.io dialect) and the original Node y-socket.io server.
+#  1. A rate sweep: 10 sessions x (2 editors + 8 observers), each editor
+#     replaying sveltecomponent at 25..1600 updates/s, alternating servers at
+#     each step. A server's sweep stops once its p99 passes 2 s or its
+#     replicas fail to converge (it is saturated; higher rates only queue).
+#  2. Throughput at equal p99: the most deliveries/s each server sustained
+#     with p99 within 10 ms and within 50 ms, and the ratio.
+#  3. Idle-connection capacity at 1k/5k/10k clients.
+# Prints every JSON summary, then Markdown tables (see BENCHMARKS.md).
+# Usage: scripts/bench-compare.sh [seconds per step]   (loopback only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-15}
+SECS=${1:-10}
+RATES=${RATES:-25 50 100 200 400 800 1600}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --bins --quiet
 (cd benches/ysocketio-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -14,53 +22,84 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 LOAD=./target/release/tandem-load
 
 start_tandem() {
-  rm -f "$WORK/tandem.log" # never read the previous server's "listening on"
+  rm -rf "$WORK/tandem.log" "$WORK/t" # never read the previous server's "listening on"
   ./target/release/tandem serve --bind 127.0.0.1:3100 --data-dir "$WORK/t" --database-url "sqlite://$WORK/t/tandem.db" \
-    --on-demand-sessions --anonymous editor --updates-per-second 1000 --update-burst 2000 >"$WORK/tandem.log" 2>&1 &
+    --on-demand-sessions --anonymous editor --updates-per-second 5000 --update-burst 10000 >"$WORK/tandem.log" 2>&1 &
   PID=$!
   until grep -qs "listening on" "$WORK/tandem.log"; do sleep 0.1; done
 }
 start_node() {
-  rm -f "$WORK/node.log"
+  rm -rf "$WORK/node.log" "$WORK/level"
   PORT=3200 PERSIST_DIR="$WORK/level" node benches/ysocketio-server/server.mjs >"$WORK/node.log" 2>&1 &
   PID=$!
   until grep -qs "listening on" "$WORK/node.log"; do sleep 0.1; done
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+port() { [ "$1" = tandem ] && echo 3100 || echo 3200; }
 
-# Workload: 10 sessions, 10 peers each (2 editors + 8 observers), each editor
-# replaying sveltecomponent at the given rate; then a heavier step.
-run() { # name port rate
-  "$LOAD" --url "http://127.0.0.1:$2" --dialect ysocketio --sessions 10 --editors 2 --observers 8 \
-    --rate "$3" --duration-secs "$SECS" --server-pid "$PID" --session-prefix "$1-$3" 2>/dev/null
+run() { # server rate -> JSON summary (also when replicas diverged)
+  "$LOAD" --url "http://127.0.0.1:$(port "$1")" --dialect ysocketio --sessions 10 --editors 2 --observers 8 \
+    --rate "$2" --duration-secs "$SECS" --server-pid "$PID" --session-prefix "$1-$2" 2>/dev/null || true
 }
-idle() { # port n
-  "$LOAD" --url "http://127.0.0.1:$1" --dialect ysocketio --sessions 100 --idle "$2" --server-pid "$PID" --session-prefix idle 2>/dev/null
+idle() { # server n
+  "$LOAD" --url "http://127.0.0.1:$(port "$1")" --dialect ysocketio --sessions 100 --idle "$2" --server-pid "$PID" --session-prefix idle 2>/dev/null
+}
+saturated() { # JSON -> exit 0 if p99 > 2 s or not converged
+  python3 -c "import json,sys; d=json.loads(sys.argv[1] or '{}'); sys.exit(0 if (not d or not d['converged'] or d['latency_ms']['p99'] > 2000) else 1)" "$1"
 }
 
 declare -A R
-for rate in 100 400; do
-  start_tandem; R[tandem-$rate]=$(run tandem 3100 $rate); stop
-  start_node;   R[node-$rate]=$(run node 3200 $rate);     stop
+declare -A DONE
+for rate in $RATES; do
+  for s in tandem node; do
+    [ -n "${DONE[$s]:-}" ] && continue
+    "start_$s"; R[$s-$rate]=$(run "$s" "$rate"); stop
+    echo "$s-$rate ${R[$s-$rate]}"
+    if saturated "${R[$s-$rate]}"; then DONE[$s]=1; fi
+  done
 done
 for n in 1000 5000 10000; do
-  start_tandem; R[tandem-idle-$n]=$(idle 3100 $n); stop
-  start_node;   R[node-idle-$n]=$(idle 3200 $n);   stop
+  for s in tandem node; do
+    "start_$s"; R[$s-idle-$n]=$(idle "$s" "$n"); stop
+    echo "$s-idle-$n ${R[$s-idle-$n]}"
+  done
 done
-for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done | sort
-echo
-echo "| workload | server | updates/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | µs CPU per delivery | converged |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for rate in 100 400; do for s in tandem node; do
-  echo "${R[$s-$rate]}" | python3 -c "
-import json,sys; d=json.loads(sys.stdin.read()); l=d['latency_ms']; c=d['server_cpu_cores'] or 0
-print(f\"| 10×(2+8), {int(d['rate_per_editor'])}/s per editor | $s | {d['updates_per_sec']:.0f} | {d['deliveries_per_sec']:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {c:.2f} | {c*1e6/max(d['deliveries_per_sec'],1):.1f} | {d['converged']} |\")"
-done; done
-echo
-echo "| idle clients | server | RSS growth (KiB) | clients per GiB |"
-echo "|---|---|---|---|"
-for n in 1000 5000; do for s in tandem node; do
-  echo "${R[$s-idle-$n]}" | python3 -c "
-import json,sys; d=json.loads(sys.stdin.read()); b=d['server_rss_kib_before'] or 0; a=d['server_rss_kib_after'] or 0
-print(f\"| $n | $s | {a-b} | {d['clients_per_gib'] or 0:.0f} |\")"
-done; done
+
+{ for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done; } | python3 -c "
+import json, sys
+rows = {}
+for line in sys.stdin:
+    k, _, j = line.strip().partition(' ')
+    if j: rows[k] = json.loads(j)
+rates = sorted({int(k.split('-')[1]) for k in rows if k.split('-')[1].isdigit()})
+print()
+print('| updates/s per editor | server | updates/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | µs CPU per delivery | deliveries/s per core | converged |')
+print('|---|---|---|---|---|---|---|---|---|---|---|')
+for r in rates:
+    for s in ('tandem', 'node'):
+        d = rows.get(f'{s}-{r}')
+        if not d:
+            print(f'| {r} | {s} | (not run: saturated at a lower rate) | | | | | | | | |'); continue
+        l, c, dps = d['latency_ms'], d['server_cpu_cores'] or 0, d['deliveries_per_sec']
+        print(f\"| {r} | {s} | {d['updates_per_sec']:.0f} | {dps:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {c:.2f} | {c*1e6/max(dps,1):.1f} | {dps/max(c,1e-9):.0f} | {d['converged']} |\")
+print()
+print('| p99 budget | Tandem deliveries/s | Node deliveries/s | ratio |')
+print('|---|---|---|---|')
+for budget in (10, 50):
+    best = {}
+    for s in ('tandem', 'node'):
+        ok = [d['deliveries_per_sec'] for k, d in rows.items() if k.startswith(s + '-') and k.split('-')[1].isdigit()
+              and d['converged'] and d['latency_ms']['p99'] <= budget]
+        best[s] = max(ok, default=0)
+    ratio = f\"{best['tandem']/best['node']:.1f}×\" if best['node'] else 'Node met no step'
+    print(f\"| ≤ {budget} ms | {best['tandem']:.0f} | {best['node']:.0f} | {ratio} |\")
+print()
+print('| idle clients | server | RSS growth (KiB) | KiB per client | clients per GiB |')
+print('|---|---|---|---|---|')
+for n in (1000, 5000, 10000):
+    for s in ('tandem', 'node'):
+        d = rows.get(f'{s}-idle-{n}')
+        if not d: continue
+        g = (d['server_rss_kib_after'] or 0) - (d['server_rss_kib_before'] or 0)
+        print(f\"| {n} | {s} | {g} | {g/n:.1f} | {d['clients_per_gib'] or 0:.0f} |\")
+"

@@ -69,6 +69,9 @@ pub struct Event {
     pub name: String,
     pub args: Vec<Arg>,
     pub ack: Option<AckReplier>,
+    /// When the packet's last frame came off the socket (before any queueing
+    /// towards the application): what latency measurements should use.
+    pub received: std::time::Instant,
 }
 
 /// What the receiver yields.
@@ -522,6 +525,7 @@ fn dispatch(
     pending: &Pending,
     nsp: &Arc<str>,
 ) {
+    let received = std::time::Instant::now();
     let items = match p.json {
         Value::Array(a) => a,
         other => vec![other],
@@ -539,7 +543,12 @@ fn dispatch(
                 out: out.clone(),
                 nsp: nsp.clone(),
             });
-            let _ = in_tx.send(Incoming::Event(Event { name, args, ack }));
+            let _ = in_tx.send(Incoming::Event(Event {
+                name,
+                args,
+                ack,
+                received,
+            }));
         }
         '3' | '6' => {
             let args = items.into_iter().map(|v| fill(v, &p.bins)).collect();

@@ -1,13 +1,15 @@
 //! `tandem-load`: a load generator for Tandem (native or y-socket.io dialect)
 //! and for any y-socket.io server. N sessions × M editing clients replay a
 //! real editing trace at a fixed rate while K observers per session measure
-//! edit-to-peer latency (matched by update content). Prints a progress line
+//! edit-to-peer latency (matched by update content): from the moment an
+//! editor hands an update to its client until the update's last frame is read
+//! off an observer's socket. Prints a progress line
 //! per second and a JSON summary; exits non-zero if replicas disagree.
 //! Loopback targets only; bounded in time.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,37 +120,67 @@ async fn connect(
     Ok((c, rx))
 }
 
-/// Applies incoming updates to `doc`, answers sync requests, measures latency.
+/// Measures latency of incoming updates, answers sync requests, and keeps
+/// `doc` up to date. While `settling` is false (the send window) updates are
+/// only queued, so decoding and applying them does not compete with the
+/// server for the CPU being measured; they are applied before a sync reply
+/// and as soon as the window closes.
 fn spawn_reader(
     dialect: Dialect,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     doc: Doc,
     sent: Option<Sent>,
     stats: Arc<Stats>,
+    settling: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(inc) = rx.recv().await {
-            let Incoming::Event(ev) = inc else { break };
+        let mut queued: Vec<Bytes> = Vec::new();
+        let apply = |queued: &mut Vec<Bytes>| {
+            let mut txn = doc.transact_mut();
+            for b in queued.drain(..) {
+                if let Ok(u) = Update::decode_v1(&b) {
+                    let _ = txn.apply_update(u);
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            let inc = tokio::select! {
+                inc = rx.recv() => inc,
+                _ = tick.tick() => {
+                    if settling.load(Ordering::Relaxed) && !queued.is_empty() {
+                        apply(&mut queued);
+                    }
+                    continue;
+                }
+            };
+            let Some(Incoming::Event(ev)) = inc else {
+                break;
+            };
             let bin_at = if dialect == Dialect::Native { 1 } else { 0 };
             match ev.name.as_str() {
                 "yjs-update" | "sync-update" => {
                     let Some(b) = ev.args.get(bin_at).and_then(Arg::as_bin) else {
                         continue;
                     };
-                    let now = Instant::now();
                     if let Some(sent) = &sent {
                         if let Some(t0) = sent.lock().unwrap().get(&key(b)).copied() {
                             stats.latencies_us.lock().unwrap().push(
-                                now.duration_since(t0).as_micros().min(u32::MAX as u128) as u32,
+                                ev.received
+                                    .duration_since(t0)
+                                    .as_micros()
+                                    .min(u32::MAX as u128) as u32,
                             );
                         }
                         stats.delivered.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let Ok(u) = Update::decode_v1(b) {
-                        let _ = doc.transact_mut().apply_update(u);
+                    queued.push(b.clone());
+                    if settling.load(Ordering::Relaxed) {
+                        apply(&mut queued);
                     }
                 }
                 "yjs-sync-step-1" | "sync-step-1" => {
+                    apply(&mut queued);
                     let sv = ev
                         .args
                         .get(bin_at)
@@ -215,7 +247,14 @@ async fn main() -> anyhow::Result<()> {
             let (c, rx) = connect(&a, &session, &format!("idle{i}")).await?;
             held.push((
                 c,
-                spawn_reader(a.dialect, rx, Doc::new(), None, Arc::default()),
+                spawn_reader(
+                    a.dialect,
+                    rx,
+                    Doc::new(),
+                    None,
+                    Arc::default(),
+                    Arc::default(),
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -233,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
     let trace = tandem::trace::load_sequential(&trace_path)?;
     let stats = Arc::new(Stats::default());
     let sent: Sent = Arc::default();
+    let settling = Arc::new(AtomicBool::new(false));
     let mut observers = Vec::new();
     let mut editors = Vec::new();
     let mut all_updates: HashMap<String, Vec<Bytes>> = HashMap::new();
@@ -247,7 +287,14 @@ async fn main() -> anyhow::Result<()> {
                 session.clone(),
                 c,
                 doc.clone(),
-                spawn_reader(a.dialect, rx, doc, Some(sent.clone()), stats.clone()),
+                spawn_reader(
+                    a.dialect,
+                    rx,
+                    doc,
+                    Some(sent.clone()),
+                    stats.clone(),
+                    settling.clone(),
+                ),
             ));
         }
         for e in 0..a.editors {
@@ -258,7 +305,14 @@ async fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .map(Bytes::from)
                 .collect();
-            spawn_reader(a.dialect, rx, Doc::new(), None, stats.clone());
+            spawn_reader(
+                a.dialect,
+                rx,
+                Doc::new(),
+                None,
+                stats.clone(),
+                settling.clone(),
+            );
             editors.push((session.clone(), c, updates));
         }
     }
@@ -340,6 +394,7 @@ async fn main() -> anyhow::Result<()> {
     let send_secs = started.elapsed().as_secs_f64();
     rss_max = rss_max.max(progress.await.unwrap_or(0));
     let cpu1 = a.server_pid.and_then(proc_sample);
+    settling.store(true, Ordering::Relaxed);
 
     // Convergence: every observer equals the merge of everything sent to its session.
     let mut expected: HashMap<String, String> = HashMap::new();
