@@ -82,6 +82,7 @@ struct Stats {
     sent: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
+    disconnects: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
 }
 
@@ -154,8 +155,17 @@ fn spawn_reader(
                     continue;
                 }
             };
-            let Some(Incoming::Event(ev)) = inc else {
-                break;
+            let ev = match inc {
+                Some(Incoming::Event(ev)) => ev,
+                Some(Incoming::Disconnected { reason }) => {
+                    // The server dropped this client (e.g. as a slow consumer);
+                    // it does not reconnect, so its replica stays behind.
+                    if stats.disconnects.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("a client was disconnected: {reason}");
+                    }
+                    break;
+                }
+                None => break,
             };
             let bin_at = if dialect == Dialect::Native { 1 } else { 0 };
             match ev.name.as_str() {
@@ -435,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
         "updates_sent": sent_n, "updates_per_sec": sent_n as f64 / send_secs,
         "deliveries": delivered, "deliveries_per_sec": delivered as f64 / send_secs,
         "errors": stats.errors.load(Ordering::Relaxed),
+        "disconnects": stats.disconnects.load(Ordering::Relaxed),
         "latency_ms": { "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9), "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999), "max": percentile(&lat, 1.0), "samples": lat.len() },
         "server_cpu_cores": server_cpu, "server_rss_max_kib": (rss_max > 0).then_some(rss_max),
         "converged": converged,
@@ -448,7 +459,8 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         converged,
-        "replicas did not converge: a load test that loses data fails"
+        "replicas did not converge ({} clients were disconnected): a load test that loses data fails",
+        stats.disconnects.load(Ordering::Relaxed)
     );
     Ok(())
 }

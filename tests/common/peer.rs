@@ -85,6 +85,7 @@ impl Peer {
                             name: ev.name,
                             args: vec![],
                             ack: None,
+                            received: ev.received,
                         });
                     }
                     "yjs-awareness" => {
