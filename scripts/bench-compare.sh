@@ -8,12 +8,17 @@
 #  2. Throughput at equal p99: the most deliveries/s each server sustained
 #     with p99 within 10 ms and within 50 ms, and the ratio.
 #  3. Idle-connection capacity at 1k/5k/10k clients.
+#  4. The latency target's workload: one session, 2 editors + 8 observers,
+#     200 updates/s in all, three runs per server.
 # Prints every JSON summary, then Markdown tables (see BENCHMARKS.md).
 # Usage: scripts/bench-compare.sh [seconds per step]   (loopback only)
+#   PARTS="sweep idle latency" (default all three), RATES="25 50 ..." narrow a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-RATES=${RATES:-25 50 100 200 400 800 1600}
+RATES=${RATES:-25 50 100 200 300 400 600 800 1200 1600}
+PARTS=${PARTS:-sweep idle latency}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --bins --quiet
 (cd benches/ysocketio-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -37,9 +42,9 @@ start_node() {
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 port() { [ "$1" = tandem ] && echo 3100 || echo 3200; }
 
-run() { # server rate -> JSON summary (also when replicas diverged)
-  "$LOAD" --url "http://127.0.0.1:$(port "$1")" --dialect ysocketio --sessions 10 --editors 2 --observers 8 \
-    --rate "$2" --duration-secs "$SECS" --server-pid "$PID" --session-prefix "$1-$2" 2>/dev/null || true
+run() { # server rate [sessions] -> JSON summary (also when replicas diverged)
+  "$LOAD" --url "http://127.0.0.1:$(port "$1")" --dialect ysocketio --sessions "${3:-10}" --editors 2 --observers 8 \
+    --rate "$2" --duration-secs "$SECS" --server-pid "$PID" --session-prefix "$1-$2-${3:-10}" 2>/dev/null || true
 }
 idle() { # server n
   "$LOAD" --url "http://127.0.0.1:$(port "$1")" --dialect ysocketio --sessions 100 --idle "$2" --server-pid "$PID" --session-prefix idle 2>/dev/null
@@ -50,7 +55,7 @@ saturated() { # JSON -> exit 0 if p99 > 2 s or not converged
 
 declare -A R
 declare -A DONE
-for rate in $RATES; do
+has sweep && for rate in $RATES; do
   for s in tandem node; do
     [ -n "${DONE[$s]:-}" ] && continue
     "start_$s"; R[$s-$rate]=$(run "$s" "$rate"); stop
@@ -58,48 +63,17 @@ for rate in $RATES; do
     if saturated "${R[$s-$rate]}"; then DONE[$s]=1; fi
   done
 done
-for n in 1000 5000 10000; do
+has idle && for n in 1000 5000 10000; do
   for s in tandem node; do
     "start_$s"; R[$s-idle-$n]=$(idle "$s" "$n"); stop
     echo "$s-idle-$n ${R[$s-idle-$n]}"
   done
 done
+has latency && for i in 1 2 3; do
+  for s in tandem node; do
+    "start_$s"; R[$s-lat-$i]=$(run "$s" 100 1); stop
+    echo "$s-lat-$i ${R[$s-lat-$i]}"
+  done
+done
 
-{ for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done; } | python3 -c "
-import json, sys
-rows = {}
-for line in sys.stdin:
-    k, _, j = line.strip().partition(' ')
-    if j: rows[k] = json.loads(j)
-rates = sorted({int(k.split('-')[1]) for k in rows if k.split('-')[1].isdigit()})
-print()
-print('| updates/s per editor | server | updates/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | µs CPU per delivery | deliveries/s per core | converged |')
-print('|---|---|---|---|---|---|---|---|---|---|---|')
-for r in rates:
-    for s in ('tandem', 'node'):
-        d = rows.get(f'{s}-{r}')
-        if not d:
-            print(f'| {r} | {s} | (not run: saturated at a lower rate) | | | | | | | | |'); continue
-        l, c, dps = d['latency_ms'], d['server_cpu_cores'] or 0, d['deliveries_per_sec']
-        print(f\"| {r} | {s} | {d['updates_per_sec']:.0f} | {dps:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {c:.2f} | {c*1e6/max(dps,1):.1f} | {dps/max(c,1e-9):.0f} | {d['converged']} |\")
-print()
-print('| p99 budget | Tandem deliveries/s | Node deliveries/s | ratio |')
-print('|---|---|---|---|')
-for budget in (10, 50):
-    best = {}
-    for s in ('tandem', 'node'):
-        ok = [d['deliveries_per_sec'] for k, d in rows.items() if k.startswith(s + '-') and k.split('-')[1].isdigit()
-              and d['converged'] and d['latency_ms']['p99'] <= budget]
-        best[s] = max(ok, default=0)
-    ratio = f\"{best['tandem']/best['node']:.1f}×\" if best['node'] else 'Node met no step'
-    print(f\"| ≤ {budget} ms | {best['tandem']:.0f} | {best['node']:.0f} | {ratio} |\")
-print()
-print('| idle clients | server | RSS growth (KiB) | KiB per client | clients per GiB |')
-print('|---|---|---|---|---|')
-for n in (1000, 5000, 10000):
-    for s in ('tandem', 'node'):
-        d = rows.get(f'{s}-idle-{n}')
-        if not d: continue
-        g = (d['server_rss_kib_after'] or 0) - (d['server_rss_kib_before'] or 0)
-        print(f\"| {n} | {s} | {g} | {g/n:.1f} | {d['clients_per_gib'] or 0:.0f} |\")
-"
+{ for k in "${!R[@]}"; do echo "$k ${R[$k]}"; done; } | python3 scripts/bench-report.py

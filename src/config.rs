@@ -109,6 +109,12 @@ pub struct Config {
     #[arg(long, env = "TANDEM_UPDATE_BURST", default_value_t = 200)]
     pub update_burst: u32,
 
+    /// Awareness (cursor, presence) broadcasts per second per socket. Above
+    /// it, a socket's states are merged and only the newest go out, once
+    /// per interval: nothing is refused and no cursor stays stale.
+    #[arg(long, env = "TANDEM_AWARENESS_PER_SECOND", default_value_t = 20)]
+    pub awareness_per_second: u32,
+
     /// Most documents kept in memory; idle ones are flushed and unloaded
     /// first. Documents with connected sockets are never unloaded.
     #[arg(long, env = "TANDEM_MAX_LOADED_DOCUMENTS", default_value_t = 1000)]

@@ -413,6 +413,53 @@ async fn awareness_of_a_killed_client_disappears_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awareness_flood_is_coalesced_and_the_last_state_still_arrives() {
+    let srv = TestServer::start(Backend::Sqlite, |c| {
+        c.on_demand_sessions = true;
+        c.awareness_per_second = 10;
+    })
+    .await;
+    let a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
+        .await
+        .unwrap();
+    let mut b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
+        .await
+        .unwrap();
+    a.join("flood").await;
+    b.join("flood").await;
+    let mut aw = yrs::sync::Awareness::new(yrs::Doc::with_client_id(77));
+    let started = Instant::now();
+    for i in 0..300 {
+        aw.set_local_state_raw(format!(r#"{{"cursor":{{"anchor":{i},"head":{i}}}}}"#));
+        let bytes = aw.update().unwrap().encode_v1();
+        a.client
+            .emit("yjs-awareness", vec![Arg::json("flood"), Arg::bin(bytes)])
+            .unwrap();
+    }
+    let id = yrs::ClientID::new(77);
+    eventually(Duration::from_secs(3), "b sees a's last cursor", || {
+        b.awareness
+            .lock()
+            .unwrap()
+            .state::<serde_json::Value>(id)
+            .is_some_and(|v| v["cursor"]["anchor"] == 299)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let mut relayed = 0;
+    while let Ok(ev) = b.events.try_recv() {
+        relayed += usize::from(ev.name == "yjs-awareness");
+    }
+    // Burst 2 × 10, then 10 per second, plus the final merged flush.
+    let allowed = 20 + (elapsed.as_secs_f64() * 10.0).ceil() as usize + 1;
+    assert!(
+        relayed <= allowed,
+        "{relayed} of 300 awareness updates reached b in {elapsed:?}; the budget allows {allowed}"
+    );
+    assert!(relayed >= 2, "the burst and the final state were relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_events() {
     let srv = on_demand().await;
     let mut a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))

@@ -69,7 +69,7 @@ struct Args {
 }
 
 /// Send times of updates in flight, keyed by a hash of their bytes.
-type Sent = Arc<Mutex<HashMap<u64, Instant>>>;
+type Sent = Arc<std::sync::RwLock<HashMap<u64, Instant>>>;
 
 fn key(b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -136,6 +136,8 @@ fn spawn_reader(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut queued: Vec<Bytes> = Vec::new();
+        // Kept per observer while sending: no lock shared with the others.
+        let mut latencies: Vec<u32> = Vec::new();
         let apply = |queued: &mut Vec<Bytes>| {
             let mut txn = doc.transact_mut();
             for b in queued.drain(..) {
@@ -150,6 +152,8 @@ fn spawn_reader(
                 inc = rx.recv() => inc,
                 _ = tick.tick() => {
                     if settling.load(Ordering::Relaxed) && !queued.is_empty() {
+                        // Hand over the samples before the replica can look converged.
+                        stats.latencies_us.lock().unwrap().append(&mut latencies);
                         apply(&mut queued);
                     }
                     continue;
@@ -174,8 +178,8 @@ fn spawn_reader(
                         continue;
                     };
                     if let Some(sent) = &sent {
-                        if let Some(t0) = sent.lock().unwrap().get(&key(b)).copied() {
-                            stats.latencies_us.lock().unwrap().push(
+                        if let Some(t0) = sent.read().unwrap().get(&key(b)).copied() {
+                            latencies.push(
                                 ev.received
                                     .duration_since(t0)
                                     .as_micros()
@@ -186,6 +190,7 @@ fn spawn_reader(
                     }
                     queued.push(b.clone());
                     if settling.load(Ordering::Relaxed) {
+                        stats.latencies_us.lock().unwrap().append(&mut latencies);
                         apply(&mut queued);
                     }
                 }
@@ -344,7 +349,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 tokio::time::sleep_until(next.into()).await;
                 next += interval;
-                sent.lock().unwrap().insert(key(&u), Instant::now());
+                sent.write().unwrap().insert(key(&u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
                     Dialect::Ysocketio => vec![Arg::bin(u.clone())],

@@ -11,7 +11,9 @@ mod session;
 
 pub use limits::{Limits, UpdateBudget};
 pub use manager::{DocLease, DocManager, ManagerConfig};
-pub use session::{Applied, JoinOutcome, LeaveOutcome, SessionDoc, decode_update};
+pub use session::{
+    Applied, JoinOutcome, LeaveOutcome, SessionDoc, decode_awareness, decode_update,
+};
 
 use bytes::Bytes;
 

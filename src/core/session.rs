@@ -33,7 +33,7 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, Error> {
 }
 
 /// Decodes an awareness update, refusing client ids Yjs could not have made.
-fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, Error> {
+pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, Error> {
     let invalid = || {
         Error::new(
             ErrorCode::InvalidUpdate,

@@ -6,7 +6,7 @@
 pub mod native;
 pub mod ysocketio;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ use socketioxide::extract::SocketRef;
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::updates::encoder::Encode;
 
 use crate::auth::User;
 use crate::config::Config;
@@ -344,15 +346,96 @@ pub struct ConnState {
     budget: UpdateBudget,
     /// Sessions with a resync already scheduled after a rate-limit refusal.
     healing: Mutex<HashSet<Arc<str>>>,
+    awareness_budget: UpdateBudget,
+    /// Per session, the merged awareness states held back by the budget.
+    held_awareness: Mutex<HashMap<Arc<str>, AwarenessUpdate>>,
 }
 
 impl ConnState {
     pub fn new(user: User, config: &Config) -> Arc<Self> {
+        let aw = config.awareness_per_second.max(1);
         Arc::new(Self {
             user,
             budget: UpdateBudget::new(config.updates_per_second, config.update_burst),
             healing: Mutex::new(HashSet::new()),
+            awareness_budget: UpdateBudget::new(aw, aw.saturating_mul(2)),
+            held_awareness: Mutex::new(HashMap::new()),
         })
+    }
+}
+
+/// An awareness update from a socket: applied at once (so joiners see the
+/// newest states), broadcast within the socket's awareness budget. Above it
+/// the states are merged, newest clock per client, and broadcast as one
+/// update when the budget allows: a flood of cursor moves costs the others
+/// a few messages per second, and the last position still arrives.
+pub fn relay_awareness(
+    s: &SocketRef,
+    st: &AppState,
+    conn: &Arc<ConnState>,
+    doc: &Arc<SessionDoc>,
+    bytes: Bytes,
+) -> Result<(), Error> {
+    doc.apply_awareness(s.id.as_str(), &bytes)?;
+    let Some(fanout) = st.manager.fanout() else {
+        return Ok(());
+    };
+    let mut held = conn
+        .held_awareness
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(pending) = held.get_mut(&doc.id) {
+        // A flush is already scheduled: it will carry these states too.
+        merge_awareness(pending, crate::core::decode_awareness(&bytes)?);
+        metrics::counter!("tandem_awareness_coalesced_total").increment(1);
+        return Ok(());
+    }
+    let wait = match conn.awareness_budget.check() {
+        Ok(()) => {
+            drop(held);
+            fanout.awareness(&doc.id, &bytes, Some(s.id.as_str()));
+            return Ok(());
+        }
+        Err(wait) => wait,
+    };
+    held.insert(doc.id.clone(), crate::core::decode_awareness(&bytes)?);
+    drop(held);
+    metrics::counter!("tandem_awareness_coalesced_total").increment(1);
+    let (s, conn, doc, fanout) = (s.clone(), conn.clone(), doc.clone(), fanout.clone());
+    tokio::spawn(async move {
+        let mut wait = wait;
+        loop {
+            tokio::time::sleep(wait).await;
+            match conn.awareness_budget.check() {
+                Ok(()) => break,
+                Err(w) => wait = w,
+            }
+        }
+        let merged = conn
+            .held_awareness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&doc.id);
+        if let Some(update) = merged.filter(|_| s.connected()) {
+            let bytes = Bytes::from(update.encode_v1());
+            fanout.awareness(&doc.id, &bytes, Some(s.id.as_str()));
+        }
+    });
+    Ok(())
+}
+
+/// Folds `newer` into `into`, keeping each client's highest clock (a removal,
+/// `null`, wins a tie, as in y-protocols).
+fn merge_awareness(into: &mut AwarenessUpdate, newer: AwarenessUpdate) {
+    for (id, entry) in newer.clients {
+        match into.clients.get(&id) {
+            Some(old)
+                if old.clock > entry.clock
+                    || (old.clock == entry.clock && &*entry.json != "null") => {}
+            _ => {
+                into.clients.insert(id, entry);
+            }
+        }
     }
 }
 

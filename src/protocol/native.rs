@@ -14,7 +14,7 @@ use socketioxide::handler::ConnectHandler;
 
 use super::{
     AppState, ConnState, Dialect, WantsAck, accept_update, authenticate, emit_or_kick,
-    join_presence, leave_presence, request_client_diff, resolve_session, room,
+    join_presence, leave_presence, relay_awareness, request_client_diff, resolve_session, room,
 };
 use crate::core::{DocLease, SessionDoc};
 use crate::error::{Error, ErrorCode};
@@ -237,15 +237,12 @@ fn register_handlers(s: &SocketRef) {
                WantsAck(w): WantsAck,
                State(st): State<AppState>| {
             let result = match a {
-                Ok((id, bytes)) => ctx(&s)
-                    .doc(&id)
-                    .and_then(|d| d.apply_awareness(s.id.as_str(), &bytes))
-                    .map(|()| {
-                        if let Some(f) = st.manager.fanout() {
-                            f.awareness(&id, &bytes, Some(s.id.as_str()));
-                        }
-                    })
-                    .map_err(|e| e.with_session(&id)),
+                Ok((id, bytes)) => {
+                    let c = ctx(&s);
+                    c.doc(&id)
+                        .and_then(|d| relay_awareness(&s, &st, &c.conn, &d, bytes))
+                        .map_err(|e| e.with_session(&id))
+                }
                 Err(_) => Err(invalid_payload()),
             };
             if result.is_err() || w {

@@ -13,7 +13,7 @@ use socketioxide::handler::ConnectHandler;
 use super::native::Refusal;
 use super::{
     AppState, ConnState, Dialect, accept_update, authenticate, emit_or_kick, join_presence,
-    leave_presence, request_client_diff, resolve_session,
+    leave_presence, relay_awareness, request_client_diff, resolve_session,
 };
 use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
@@ -162,14 +162,9 @@ fn register_handlers(s: &SocketRef) {
                         "expected a binary awareness update",
                     )
                 })
-                .and_then(|u| c.doc.apply_awareness(s.id.as_str(), &u).map(|()| u));
-            match result {
-                Ok(u) => {
-                    if let Some(f) = st.manager.fanout() {
-                        f.awareness(&c.doc.id, &u, Some(s.id.as_str()));
-                    }
-                }
-                Err(e) => emit_or_kick(&s, "error", &e.with_session(&c.doc.id)),
+                .and_then(|u| relay_awareness(&s, &st, &c.conn, &c.doc, u));
+            if let Err(e) = result {
+                emit_or_kick(&s, "error", &e.with_session(&c.doc.id));
             }
         },
     );
