@@ -134,17 +134,7 @@ async fn role_changes_and_deletion_reach_connected_sockets() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let http = reqwest::Client::new();
     let owner = srv.token("owner", &[]);
-    let created: Value = http
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(&owner)
-        .json(&json!({ "title": "t" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_session(&srv, &owner, json!({ "title": "t" })).await;
     let role = |r: &'static str| {
         let (http, url, owner) = (
             http.clone(),
@@ -228,22 +218,17 @@ async fn http_status(
 async fn visibility_changes_reach_connected_sockets() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let owner = srv.token("owner", &[]);
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(&owner)
-        .json(&json!({ "public": true, "publicRole": "editor" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_session(
+        &srv,
+        &owner,
+        json!({ "public": true, "publicRole": "editor" }),
+    )
+    .await;
     let session_url = format!("{}/api/sessions/{id}", srv.url);
     let patch =
         |body: Value| http_status(reqwest::Method::PATCH, session_url.clone(), &owner, body);
 
-    let visitor = Peer::connect(&srv.url, Some(&srv.token("v", &[])))
+    let mut visitor = Peer::connect(&srv.url, Some(&srv.token("v", &[])))
         .await
         .unwrap();
     assert_eq!(visitor.join(&id).await["role"], "editor");
@@ -261,12 +246,23 @@ async fn visibility_changes_reach_connected_sockets() {
     let u = visitor.edit(|t, txn| t.insert(txn, 0, "c"));
     assert_eq!(visitor.send_update(&id, u, true).await.unwrap()["ok"], true);
 
-    // Private again: no role left, so no more edits (and no rejoin).
+    // Private again: no role left, so the visitor is removed at once: it
+    // hears FORBIDDEN, stops receiving edits, and cannot rejoin.
+    let owner_peer = Peer::connect(&srv.url, Some(&owner)).await.unwrap();
+    owner_peer.join(&id).await;
     assert_eq!(patch(json!({ "public": false })).await, 200);
-    let u = visitor.edit(|t, txn| t.insert(txn, 0, "d"));
+    assert_removed(&mut visitor, &id).await;
+    let seen = visitor.text();
+    let u = owner_peer.edit(|t, txn| t.insert(txn, 0, "secret "));
     assert_eq!(
-        code(&visitor.send_update(&id, u, true).await.unwrap()),
-        "FORBIDDEN"
+        owner_peer.send_update(&id, u, true).await.unwrap()["ok"],
+        true
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        visitor.text(),
+        seen,
+        "a removed visitor no longer reads the document"
     );
     let again = Peer::connect(&srv.url, Some(&srv.token("v", &[])))
         .await
@@ -280,17 +276,7 @@ async fn visibility_changes_reach_connected_sockets() {
 async fn deletion_disconnects_ysocketio_clients() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let owner = srv.token("owner", &[]);
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(&owner)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_session(&srv, &owner, json!({})).await;
     let ns = format!("/yjs|{id}");
     let auth = json!({ "token": srv.token("owner", &[]) });
     let (_client, mut rx) = Client::connect(&srv.url, &ns, Some(auth.clone()))
@@ -313,22 +299,7 @@ async fn deletion_disconnects_ysocketio_clients() {
     )
     .await;
     assert_eq!(s, 204);
-    let mut heard = None;
-    let disconnected = tokio::time::timeout(common::peer::T, async {
-        while let Some(i) = rx.recv().await {
-            match i {
-                Incoming::Event(e) if e.name == "error" => {
-                    heard = e.args[0].as_json().map(|v| code(v).to_owned());
-                }
-                Incoming::Disconnected { reason } => return Some(reason),
-                Incoming::Event(_) => {}
-            }
-        }
-        None
-    })
-    .await
-    .expect("the y-socket.io client is disconnected");
-    assert!(disconnected.is_some());
+    let heard = error_then_disconnect(&mut rx).await;
     assert_eq!(
         heard.as_deref(),
         Some("SESSION_NOT_FOUND"),
@@ -338,4 +309,94 @@ async fn deletion_disconnects_ysocketio_clients() {
         Err(ClientError::ConnectRefused { message }) => assert_eq!(message, "SESSION_NOT_FOUND"),
         other => panic!("reconnect after deletion: {other:?}"),
     }
+}
+
+/// Removing a participant while connected takes their access away at once,
+/// in both dialects: a native socket leaves the room, a y-socket.io client
+/// is disconnected, both after hearing `FORBIDDEN`; neither can come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_participant_removes_their_connections() {
+    let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
+    let owner = srv.token("owner", &[]);
+    let id = create_session(&srv, &owner, json!({})).await;
+    let participant = format!("{}/api/sessions/{id}/participants/ed", srv.url);
+    let put = http_status(
+        reqwest::Method::PUT,
+        participant.clone(),
+        &owner,
+        json!({ "role": "editor" }),
+    );
+    assert_eq!(put.await, 204);
+
+    let ed_token = srv.token("ed", &[]);
+    let mut native = Peer::connect(&srv.url, Some(&ed_token)).await.unwrap();
+    assert_eq!(native.join(&id).await["role"], "editor");
+    let ns = format!("/yjs|{id}");
+    let auth = json!({ "token": ed_token });
+    let (_yclient, mut rx) = Client::connect(&srv.url, &ns, Some(auth.clone()))
+        .await
+        .unwrap();
+
+    let removed = http_status(reqwest::Method::DELETE, participant, &owner, Value::Null);
+    assert_eq!(removed.await, 204);
+
+    assert_removed(&mut native, &id).await;
+    assert_eq!(code(&native.join(&id).await), "FORBIDDEN");
+
+    let heard = error_then_disconnect(&mut rx).await;
+    assert_eq!(heard.as_deref(), Some("FORBIDDEN"), "told why first");
+    match Client::connect(&srv.url, &ns, Some(auth)).await {
+        Err(ClientError::ConnectRefused { message }) => assert_eq!(message, "FORBIDDEN"),
+        other => panic!("reconnect after removal: {other:?}"),
+    }
+}
+
+/// Waits for the server to drop a y-socket.io client; returns the code of
+/// the last `error` it heard before that.
+async fn error_then_disconnect(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Incoming>,
+) -> Option<String> {
+    let mut heard = None;
+    tokio::time::timeout(common::peer::T, async {
+        while let Some(i) = rx.recv().await {
+            match i {
+                Incoming::Event(e) if e.name == "error" => {
+                    heard = e.args[0].as_json().map(|v| code(v).to_owned());
+                }
+                Incoming::Disconnected { .. } => return,
+                Incoming::Event(_) => {}
+            }
+        }
+        panic!("the connection ended without a disconnect");
+    })
+    .await
+    .expect("the y-socket.io client is disconnected");
+    heard
+}
+
+/// Creates a session over HTTP as `owner`; returns its id.
+async fn create_session(srv: &TestServer, owner: &str, body: Value) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/api/sessions", srv.url))
+        .bearer_auth(owner)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// The peer was told FORBIDDEN and is out of the session: updates are NOT_JOINED.
+async fn assert_removed(peer: &mut Peer, id: &str) {
+    let e = peer.expect_event("error").await;
+    let err = e.args[0].as_json().unwrap();
+    assert_eq!(code(err), "FORBIDDEN", "{err}");
+    let u = peer.edit(|t, txn| t.insert(txn, 0, "after removal "));
+    assert_eq!(
+        code(&peer.send_update(id, u, true).await.unwrap()),
+        "NOT_JOINED"
+    );
 }

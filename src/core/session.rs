@@ -403,15 +403,27 @@ impl SessionDoc {
     /// Changes a connected user's role at once (HTTP role changes). A role
     /// pinned by the user's token is left alone. `resolve` gets the role the
     /// user now has, `None` = no access.
-    pub fn set_user_role(&self, user_id: &str, role: Option<Role>) {
+    /// Sets a connected user's role (unless their token pins it). With
+    /// `None` the user has no access left: they can no longer edit, and the
+    /// connections returned must be removed from the session by the caller.
+    pub fn set_user_role(&self, user_id: &str, role: Option<Role>) -> Vec<String> {
         let mut inner = self.lock();
-        if let Some(u) = inner.users.get_mut(user_id)
-            && !u.pinned
-        {
-            match role {
-                Some(r) => u.role = r,
-                // No access left: cannot edit; reads stay until they rejoin.
-                None => u.role = Role::Viewer,
+        let Some(u) = inner.users.get_mut(user_id).filter(|u| !u.pinned) else {
+            return Vec::new();
+        };
+        match role {
+            Some(r) => {
+                u.role = r;
+                Vec::new()
+            }
+            None => {
+                u.role = Role::Viewer;
+                inner
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.user_id == user_id)
+                    .map(|(id, _)| id.clone())
+                    .collect()
             }
         }
     }

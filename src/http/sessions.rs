@@ -222,7 +222,8 @@ pub async fn get(
     Ok(Json(session_json(session, Some(out))))
 }
 
-/// Recomputes the role of connected users whose token does not pin one.
+/// Recomputes the role of connected users whose token does not pin one;
+/// users left without access are removed from the session at once.
 async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
     let Some(doc) = st.app.manager.get_loaded(&session.id) else {
         return Ok(());
@@ -238,7 +239,11 @@ async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) 
             .participant(&session.id, &user_id)
             .await?
             .and_then(|p| p.role);
-        doc.set_user_role(&user_id, row_or_public_role(session, row));
+        let revoked = doc.set_user_role(&user_id, row_or_public_role(session, row));
+        if !revoked.is_empty() {
+            tracing::info!(session_id = %session.id, %user_id, connections = revoked.len(), "access revoked; removing connections");
+            crate::protocol::revoke(&st.app, &st.io, &session.id, &revoked);
+        }
     }
     Ok(())
 }

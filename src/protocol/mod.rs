@@ -82,6 +82,21 @@ fn kick<A: Adapter>(s: &SocketRef<A>) {
     }
 }
 
+/// Disconnects a socket from its namespace (the client hears DISCONNECT);
+/// if its queue has no room for that packet, as a slow consumer.
+pub fn disconnect_or_kick<A: Adapter>(s: &SocketRef<A>) {
+    if let Err(SocketError::InternalChannelFull) = s.clone().disconnect() {
+        kick(s);
+    }
+}
+
+/// Removes connections whose access to a session was revoked, in both
+/// dialects (see [`native::revoke`], [`ysocketio::revoke`]).
+pub fn revoke(st: &AppState, io: &SocketIo, session_id: &str, conns: &[String]) {
+    native::revoke(io, st, session_id, conns);
+    ysocketio::revoke(io, session_id, conns);
+}
+
 /// The core's [`Fanout`], delivering to both dialects.
 pub struct Hub {
     io: SocketIo,

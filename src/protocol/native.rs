@@ -417,6 +417,21 @@ fn leave(s: &SocketRef, st: &AppState, session_id: &str) -> bool {
     true
 }
 
+/// Removes the given sockets from a session (their access was revoked):
+/// each hears `error` `FORBIDDEN`, leaves the room and the presence list.
+pub fn revoke(io: &SocketIo, st: &AppState, session_id: &str, conns: &[String]) {
+    let err = Error::new(
+        ErrorCode::Forbidden,
+        "your access to this session was removed",
+    )
+    .with_session(session_id);
+    for s in io.to(room(session_id)).sockets() {
+        if conns.iter().any(|c| c == s.id.as_str()) && leave(&s, st, session_id) {
+            emit_or_kick(&s, "error", &err);
+        }
+    }
+}
+
 /// Removes every socket of a deleted session from its room with `SESSION_NOT_FOUND`.
 pub fn evict_session(io: &SocketIo, session_id: &str) {
     let err =

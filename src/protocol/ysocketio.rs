@@ -12,8 +12,8 @@ use socketioxide::handler::ConnectHandler;
 
 use super::native::Refusal;
 use super::{
-    AppState, ConnState, Dialect, accept_update, authenticate, emit_or_kick, join_presence,
-    leave_presence, relay_awareness, request_client_diff, resolve_session,
+    AppState, ConnState, Dialect, accept_update, authenticate, disconnect_or_kick, emit_or_kick,
+    join_presence, leave_presence, relay_awareness, request_client_diff, resolve_session,
 };
 use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
@@ -86,7 +86,26 @@ pub fn evict_session(io: &SocketIo, session_id: &str) {
         Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(session_id);
     for s in ns.sockets() {
         emit_or_kick(&s, "error", &err);
-        let _ = s.disconnect();
+        disconnect_or_kick(&s);
+    }
+}
+
+/// Disconnects the given sockets of a session whose access was revoked,
+/// after an `error` `FORBIDDEN`; reconnecting is refused the same way.
+pub fn revoke(io: &SocketIo, session_id: &str, conns: &[String]) {
+    let Some(ns) = io.of(super::ysocketio_ns(session_id)) else {
+        return;
+    };
+    let err = Error::new(
+        ErrorCode::Forbidden,
+        "your access to this session was removed",
+    )
+    .with_session(session_id);
+    for s in ns.sockets() {
+        if conns.iter().any(|c| c == s.id.as_str()) {
+            emit_or_kick(&s, "error", &err);
+            disconnect_or_kick(&s);
+        }
     }
 }
 
