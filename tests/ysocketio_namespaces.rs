@@ -41,6 +41,11 @@ async fn namespaces_are_removed_when_their_documents_unload() {
         .unwrap();
         clients.push((c, rx));
     }
+    assert_eq!(
+        namespaces(&srv.url).await,
+        5.0,
+        "one namespace per connected document, counted as they appear"
+    );
     for (c, _) in &clients {
         c.close();
     }

@@ -184,22 +184,19 @@ impl Fanout for Hub {
         if self.io.of(&ns).is_some() {
             self.io.delete_ns(&ns);
         }
-        self.count_namespaces();
+        count_namespaces(&self.io);
     }
 }
 
-impl Hub {
-    /// Publishes how many namespaces exist besides `/` (y-socket.io documents):
-    /// it must fall back as documents unload.
-    pub fn count_namespaces(&self) {
-        let n = self
-            .io
-            .nsps()
-            .iter()
-            .filter(|ns| ns.ns_path() != "/" && ns.ns_path() != ysocketio::EMPTY_ROOM_NS)
-            .count();
-        metrics::gauge!("tandem_ysocketio_namespaces").set(n as f64);
-    }
+/// Publishes how many y-socket.io document namespaces exist: it rises as
+/// providers connect to new documents and falls back as documents unload.
+pub fn count_namespaces(io: &SocketIo) {
+    let n = io
+        .nsps()
+        .iter()
+        .filter(|ns| ns.ns_path() != "/" && ns.ns_path() != ysocketio::EMPTY_ROOM_NS)
+        .count();
+    metrics::gauge!("tandem_ysocketio_namespaces").set(n as f64);
 }
 
 /// Extractor: did the client ask for an ack? (`AckSender::send` is a silent

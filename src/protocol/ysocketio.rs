@@ -31,6 +31,7 @@ fn session_id_of(ns: &str) -> &str {
 async fn connect_mw(
     s: SocketRef,
     TryData(auth): TryData<serde_json::Value>,
+    io: SocketIo,
     State(st): State<AppState>,
 ) -> Result<(), Refusal> {
     let id = session_id_of(s.ns()).to_owned();
@@ -54,6 +55,7 @@ async fn connect_mw(
     }));
     // Handlers go on before CONNECT is sent (see native.rs).
     register_handlers(&s);
+    super::count_namespaces(&io);
     Ok(())
 }
 
