@@ -86,14 +86,7 @@ async fn chat_round(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_clears_after_five_seconds_and_on_disconnect() {
     let srv = TestServer::start(Backend::Sqlite, |c| c.on_demand_sessions = true).await;
-    let a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
-        .await
-        .unwrap();
-    let mut b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
-        .await
-        .unwrap();
-    a.join("t").await;
-    b.join("t").await;
+    let (a, mut b) = Peer::pair(&srv, "t").await;
     a.client
         .emit("typing", vec![Arg::json(json!({ "sessionId": "t" }))])
         .unwrap();

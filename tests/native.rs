@@ -342,14 +342,7 @@ async fn flood_is_rate_limited_and_replicas_still_converge() {
         c.update_burst = 5;
     })
     .await;
-    let mut a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
-        .await
-        .unwrap();
-    let b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
-        .await
-        .unwrap();
-    a.join("flood").await;
-    b.join("flood").await;
+    let (mut a, b) = Peer::pair(&srv, "flood").await;
     let mut rng = Rng(9);
     for _ in 0..40 {
         let u = a.random_edit(rng.next());
@@ -373,14 +366,7 @@ async fn flood_is_rate_limited_and_replicas_still_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awareness_of_a_killed_client_disappears_within_a_second() {
     let srv = on_demand().await;
-    let a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
-        .await
-        .unwrap();
-    let b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
-        .await
-        .unwrap();
-    a.join("aw").await;
-    b.join("aw").await;
+    let (a, b) = Peer::pair(&srv, "aw").await;
     let mut aw = yrs::sync::Awareness::new(yrs::Doc::with_client_id(4242));
     aw.set_local_state_raw(
         r##"{"user":{"name":"A","color":"#ff0000"},"cursor":{"anchor":1,"head":1}}"##,
@@ -419,14 +405,7 @@ async fn an_awareness_flood_is_coalesced_and_the_last_state_still_arrives() {
         c.awareness_per_second = 10;
     })
     .await;
-    let a = Peer::connect(&srv.url, Some(&srv.token("a", &[])))
-        .await
-        .unwrap();
-    let mut b = Peer::connect(&srv.url, Some(&srv.token("b", &[])))
-        .await
-        .unwrap();
-    a.join("flood").await;
-    b.join("flood").await;
+    let (a, mut b) = Peer::pair(&srv, "flood").await;
     let mut aw = yrs::sync::Awareness::new(yrs::Doc::with_client_id(77));
     let started = Instant::now();
     for i in 0..300 {

@@ -112,6 +112,20 @@ impl Peer {
     }
 
     /// `join-session`, then fetch the server's state (own sync step 1). Returns the ack.
+    /// Users `a` and `b`, connected to `srv` and joined to `session`.
+    pub async fn pair(srv: &super::TestServer, session: &str) -> (Peer, Peer) {
+        let mut peers = Vec::new();
+        for user in ["a", "b"] {
+            let p = Peer::connect(&srv.url, Some(&srv.token(user, &[])))
+                .await
+                .unwrap();
+            p.join(session).await;
+            peers.push(p);
+        }
+        let b = peers.pop().unwrap();
+        (peers.pop().unwrap(), b)
+    }
+
     pub async fn join(&self, session: &str) -> Value {
         let ack = self
             .client
