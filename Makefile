@@ -13,7 +13,7 @@ run: build
 build:
 	$(CARGO) build --release --bins
 
-## The whole suite: Rust unit + integration tests (SQLite, PostgreSQL, Redis), then the Node end-to-end suite.
+## The whole suite: Rust unit + integration tests (SQLite and PostgreSQL), then the Node end-to-end suite.
 test: test-rust test-node
 
 services:
