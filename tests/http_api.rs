@@ -601,50 +601,64 @@ async fn every_route_refuses_each_way() {
             let at = |sid: &str| format!("/api/sessions/{sid}{suffix}");
             let ct = "application/json";
             let what = format!("{b:?} {m} {suffix}");
-            let c = |bytes: &[u8]| {
-                code(&serde_json::from_slice(bytes).unwrap_or(Value::Null)).to_owned()
+            // One request, refused with `status` and `code`.
+            let refused = |sid: String,
+                           token: Option<String>,
+                           status,
+                           want: &'static str,
+                           why: &'static str| {
+                let (api, what, m) = (&api, &what, m.clone());
+                async move {
+                    let (s, bytes) = api.call(m, &sid, token.as_deref(), body(), ct).await;
+                    let got =
+                        code(&serde_json::from_slice(&bytes).unwrap_or(Value::Null)).to_owned();
+                    assert_eq!((s, got.as_str()), (status, want), "{what}{why}");
+                }
             };
             for t in [None, Some("nope"), Some(expired.as_str())] {
-                let (s, bytes) = api.call(m.clone(), &at(&id), t, body(), ct).await;
-                assert_eq!(
-                    (s, c(&bytes).as_str()),
-                    (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-                    "{what}"
-                );
+                refused(
+                    at(&id),
+                    t.map(str::to_owned),
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "",
+                )
+                .await;
             }
-            let (s, bytes) = api
-                .call(m.clone(), &at("no.such"), Some(&owner), body(), ct)
-                .await;
-            assert_eq!(
-                (s, c(&bytes).as_str()),
-                (StatusCode::BAD_REQUEST, "INVALID_SESSION_ID"),
-                "{what}"
-            );
-            let (s, bytes) = api
-                .call(m.clone(), &at("unknown"), Some(&owner), body(), ct)
-                .await;
-            assert_eq!(
-                (s, c(&bytes).as_str()),
-                (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
-                "{what}"
-            );
-            let (s, bytes) = api
-                .call(m.clone(), &at(&id), Some(&stranger), body(), ct)
-                .await;
-            assert_eq!(
-                (s, c(&bytes).as_str()),
-                (StatusCode::FORBIDDEN, "FORBIDDEN"),
-                "{what}: private session, no role"
-            );
+            let owner_t = Some(owner.clone());
+            refused(
+                at("no.such"),
+                owner_t.clone(),
+                StatusCode::BAD_REQUEST,
+                "INVALID_SESSION_ID",
+                "",
+            )
+            .await;
+            refused(
+                at("unknown"),
+                owner_t,
+                StatusCode::NOT_FOUND,
+                "SESSION_NOT_FOUND",
+                "",
+            )
+            .await;
+            refused(
+                at(&id),
+                Some(stranger.clone()),
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                ": private session, no role",
+            )
+            .await;
             if *min != "viewer" {
-                let (s, bytes) = api
-                    .call(m.clone(), &at(&id), Some(&viewer), body(), ct)
-                    .await;
-                assert_eq!(
-                    (s, c(&bytes).as_str()),
-                    (StatusCode::FORBIDDEN, "FORBIDDEN"),
-                    "{what}: viewer"
-                );
+                refused(
+                    at(&id),
+                    Some(viewer.clone()),
+                    StatusCode::FORBIDDEN,
+                    "FORBIDDEN",
+                    ": viewer",
+                )
+                .await;
             }
             if *min == "owner" {
                 let (s, _) = api

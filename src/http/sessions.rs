@@ -344,8 +344,7 @@ pub async fn text(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&st, &user, &id, Role::Viewer).await?;
-    let doc = st.app.manager.open(&id).await?;
+    let doc = open_for_viewer(&st, &user, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         doc.text(),
@@ -358,13 +357,22 @@ pub async fn state(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&st, &user, &id, Role::Viewer).await?;
-    let doc = st.app.manager.open(&id).await?;
+    let doc = open_for_viewer(&st, &user, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         doc.encode_state(),
     )
         .into_response())
+}
+
+/// The live document, for a caller with at least the viewer role.
+async fn open_for_viewer(
+    st: &HttpState,
+    user: &User,
+    id: &str,
+) -> ApiResult<crate::core::DocLease> {
+    authorize(st, user, id, Role::Viewer).await?;
+    Ok(st.app.manager.open(id).await?)
 }
 
 pub async fn apply_update(
