@@ -68,7 +68,12 @@ async fn serve(listener: TcpListener, router: axum::Router, token: CancellationT
         let (tcp, closer) = crate::net::Conn::new(tcp);
         let svc = router.clone().map_request(
             move |req: axum::extract::Request<hyper::body::Incoming>| {
-                let mut req = detach_head(req);
+                // Only engine.io keeps a request head; other requests need no copy.
+                let mut req = if req.uri().path().starts_with("/socket.io/") {
+                    detach_head(req)
+                } else {
+                    req
+                };
                 if let Some(sid) = upgraded_sid(&req) {
                     closer.register(sid);
                 }
