@@ -42,6 +42,13 @@ impl Fanout for EncodeOnce {
     fn unloaded(&self, _: &str) {}
 }
 
+fn limits() -> tandem::core::Limits {
+    tandem::core::Limits {
+        max_document_bytes: usize::MAX / 2,
+        ..Default::default()
+    }
+}
+
 fn rustcode() -> Vec<Bytes> {
     let trace =
         tandem::trace::load_sequential(tandem::trace::traces_dir().join("rustcode.json.gz"))
@@ -184,7 +191,7 @@ fn awareness_and_snapshot(c: &mut Criterion) {
     g.bench_function("tandem_apply", |b| {
         b.iter_batched(
             || {
-                let d = SessionDoc::load("a", &StoredDocument::default()).unwrap();
+                let d = SessionDoc::load("a", &StoredDocument::default(), &limits()).unwrap();
                 d.join("c1", &user, Role::Editor);
                 d
             },
@@ -206,6 +213,7 @@ fn awareness_and_snapshot(c: &mut Criterion) {
             snapshot: None,
             updates: updates.iter().map(|u| u.to_vec()).collect(),
         },
+        &limits(),
     )
     .unwrap();
     let bare = Doc::new();

@@ -106,7 +106,7 @@ async fn throughput(store: &Arc<dyn Store>, updates: &[Bytes], log: bool, id: &s
 }
 
 /// Applies every update; returns once the last one is committed to the log.
-async fn apply_all(m: &DocManager, doc: &Arc<tandem::core::SessionDoc>, updates: &[Bytes]) {
+async fn apply_all(m: &DocManager, doc: &tandem::core::DocLease, updates: &[Bytes]) {
     let (last, rest) = updates.split_last().unwrap();
     for u in rest {
         m.submit_update(doc, u.clone(), None, false).await.unwrap();

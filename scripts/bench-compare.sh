@@ -28,7 +28,7 @@ LOAD=./target/release/tandem-load
 
 start_tandem() {
   rm -rf "$WORK/tandem.log" "$WORK/t" # never read the previous server's "listening on"
-  ./target/release/tandem serve --bind 127.0.0.1:3100 --data-dir "$WORK/t" --database-url "sqlite://$WORK/t/tandem.db" \
+  ./target/release/tandem serve --bind 127.0.0.1:3100 --max-connections-per-ip 0 --data-dir "$WORK/t" --database-url "sqlite://$WORK/t/tandem.db" \
     --on-demand-sessions --anonymous editor --updates-per-second 5000 --update-burst 10000 >"$WORK/tandem.log" 2>&1 &
   PID=$!
   until grep -qs "listening on" "$WORK/tandem.log"; do sleep 0.1; done

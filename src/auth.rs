@@ -52,13 +52,19 @@ impl User {
     /// role (PROTOCOL.md, "Authorization"). `None` = no access.
     pub fn role_in(&self, session: &SessionInfo, row_role: Option<Role>) -> Option<Role> {
         if let Some(cap) = self.guest_cap {
-            return session.public.then(|| session.public_role.min(cap));
+            return guest_role(session, cap);
         }
         if let Some(role) = self.sessions.get(&session.id) {
             return Some(*role);
         }
         row_or_public_role(session, row_role)
     }
+}
+
+/// A token-less guest's role: the public role capped at `cap`, in public
+/// sessions only.
+pub fn guest_role(session: &SessionInfo, cap: Role) -> Option<Role> {
+    session.public.then(|| session.public_role.min(cap))
 }
 
 /// The role of a user whose token does not pin one: the higher of their
@@ -79,6 +85,7 @@ impl Auth {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),

@@ -101,6 +101,28 @@ pub struct Config {
     #[arg(long, env = "TANDEM_MAX_DOCUMENT_BYTES", default_value_t = 64 << 20)]
     pub max_document_bytes: usize,
 
+    /// Most nested shared types (Y.Map/Y.Array/Y.Text/Y.Xml inside another
+    /// type) one document may hold; bounds nesting depth, which yrs handles
+    /// recursively. Code documents need a root text and little else.
+    #[arg(long, env = "TANDEM_MAX_NESTED_TYPES", default_value_t = crate::core::DEFAULT_MAX_NESTED_TYPES)]
+    pub max_nested_types: usize,
+
+    /// `join-session` requests per second allowed per socket (burst: twice
+    /// that); above it a join is refused with RATE_LIMITED.
+    #[arg(long, env = "TANDEM_JOINS_PER_SECOND", default_value_t = 5)]
+    pub joins_per_second: u32,
+
+    /// Most simultaneous TCP connections from one client IP (0 = no limit).
+    /// Connections above it are closed at once.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a client has, after the Engine.IO handshake, to connect to a
+    /// namespace; sessions that never do are closed (long-polling
+    /// handshakes without a follow-up hold memory until then).
+    #[arg(long, env = "TANDEM_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+
     /// Sustained document updates per second allowed per socket.
     #[arg(long, env = "TANDEM_UPDATES_PER_SECOND", default_value_t = 100)]
     pub updates_per_second: u32,

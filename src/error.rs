@@ -97,9 +97,14 @@ impl Error {
     }
 
     pub fn rate_limited(retry_after_ms: u64) -> Self {
+        Self::rate_limited_with(retry_after_ms, "update rate limit exceeded")
+    }
+
+    /// `RATE_LIMITED` with its own message (which budget ran out).
+    pub fn rate_limited_with(retry_after_ms: u64, message: &str) -> Self {
         Self {
             retry_after_ms: Some(retry_after_ms),
-            ..Self::new(ErrorCode::RateLimited, "update rate limit exceeded")
+            ..Self::new(ErrorCode::RateLimited, message)
         }
     }
 }

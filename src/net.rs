@@ -10,9 +10,14 @@
 //! the client reconnects and resyncs.
 //!
 //! A client that starts on long-polling and upgrades keeps its first
-//! request's head in engine.io, so the WebSocket request that upgrades
-//! session `sid` registers its closer under that id ([`ConnCloser::register`],
+//! request's head in engine.io, so a WebSocket request that engine.io really
+//! upgraded (a `101` answer to a Socket.IO upgrade request for session `sid`)
+//! registers its closer under that id ([`ConnCloser::register`],
 //! [`closer_for`]); engine.io's session id is also the Socket.IO socket id.
+//! A connection removes only its own entry when it ends.
+//!
+//! A long-polling client has no connection of its own to close; its
+//! engine.io session is closed through [`EngineCloser`].
 
 use std::collections::HashMap;
 use std::io;
@@ -60,16 +65,60 @@ impl ConnCloser {
         }
     }
 
-    /// Records that this connection upgrades engine.io session `sid`, so
+    /// Records that this connection upgraded engine.io session `sid` (call
+    /// it only once engine.io answered the upgrade with `101`), so
     /// [`closer_for`] finds it until the connection ends.
     pub fn register(&self, sid: &str) {
         let mut slot = lock(&self.0);
         if slot.fd.is_none() {
             return;
         }
-        slot.sid = Some(sid.to_owned());
-        lock(&UPGRADED).insert(sid.to_owned(), self.clone());
+        let mut upgraded = lock(&UPGRADED);
+        if let Some(old) = slot.sid.replace(sid.to_owned()) {
+            remove_own(&mut upgraded, &old, &self.0);
+        }
+        upgraded.insert(sid.to_owned(), self.clone());
     }
+}
+
+/// Removes `sid`'s entry only if it is this connection's.
+fn remove_own(map: &mut HashMap<String, ConnCloser>, sid: &str, own: &Arc<Mutex<Slot>>) {
+    if map.get(sid).is_some_and(|c| Arc::ptr_eq(&c.0, own)) {
+        map.remove(sid);
+    }
+}
+
+/// Closes a long-polling client's engine.io session from inside the server.
+///
+/// socketioxide offers no way to close an engine.io session, and its
+/// namespace disconnect needs room in the very queue that is full. So the
+/// server hands engine.io a CLOSE packet for the session, exactly as the
+/// client would post it: engine.io closes the session at once and every
+/// disconnect handler runs. The request is made by a task that owns the
+/// router ([`EngineCloser::channel`]); this handle only queues `(path, sid)`.
+#[derive(Clone, Debug)]
+pub struct EngineCloser(tokio::sync::mpsc::UnboundedSender<(String, String)>);
+
+impl EngineCloser {
+    /// A closer and the receiver its task serves.
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Self(tx), rx)
+    }
+
+    /// Queues the close of session `sid` served at engine.io `path`.
+    pub fn close_session(&self, path: &str, sid: &str) -> bool {
+        self.0.send((path.to_owned(), sid.to_owned())).is_ok()
+    }
+}
+
+/// The request that closes engine.io session `sid` at `path` (a polling POST
+/// carrying the CLOSE packet, `1`).
+pub fn close_request(path: &str, sid: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::post(format!("{path}?EIO=4&transport=polling&sid={sid}"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(axum::body::Body::from("1"))
+        .expect("static request parts are valid")
 }
 
 /// A connection stream that a [`ConnCloser`] can shut down.
@@ -100,7 +149,7 @@ impl<T> Drop for Conn<T> {
         let mut slot = lock(&self.slot);
         slot.fd = None;
         if let Some(sid) = slot.sid.take() {
-            lock(&UPGRADED).remove(&sid);
+            remove_own(&mut lock(&UPGRADED), &sid, &self.slot);
         }
     }
 }
@@ -172,7 +221,24 @@ mod tests {
         let _ = client.write_all(b"x").await;
         closer.register("sid-under-test");
         assert!(closer_for("sid-under-test").is_some());
+        // Another connection that upgraded the same session later owns the
+        // entry: this one's end must not remove it.
+        let (other_io, _) = {
+            let c2 = tokio::net::TcpStream::connect(l.local_addr().unwrap());
+            let (a, b) = tokio::join!(c2, l.accept());
+            (a.unwrap(), b.unwrap())
+        };
+        let (other, other_closer) = Conn::new(other_io);
+        other_closer.register("sid-taken-over");
+        closer.register("sid-taken-over");
+        other_closer.register("sid-taken-over");
         drop(conn);
+        assert!(
+            closer_for("sid-taken-over").is_some_and(|c| Arc::ptr_eq(&c.0, &other_closer.0)),
+            "a connection removes only its own entry"
+        );
+        drop(other);
+        assert!(closer_for("sid-taken-over").is_none());
         assert!(!closer.close(), "never touches a descriptor after drop");
         assert!(
             closer_for("sid-under-test").is_none(),

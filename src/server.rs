@@ -41,14 +41,20 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// - an 8 KiB HTTP/1 read buffer (hyper's minimum): it stays allocated for
 ///   the life of an upgraded WebSocket connection, and hyper's default lets
 ///   it grow to 16 KiB per idle client (see BENCHMARKS.md).
-async fn serve(listener: TcpListener, router: axum::Router, token: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    token: CancellationToken,
+    limits: ServeLimits,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
-    use tower::ServiceExt;
 
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().max_buf_size(8192);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let engine_closer = spawn_engine_closer(router.clone(), token.clone());
+    let per_ip = PerIp::default();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = token.cancelled() => break,
@@ -62,27 +68,45 @@ async fn serve(listener: TcpListener, router: axum::Router, token: CancellationT
                 }
             },
         };
+        let Some(slot) = per_ip.acquire(peer.ip(), limits.max_connections_per_ip) else {
+            metrics::counter!("tandem_connections_refused_total", "reason" => "per_ip_limit")
+                .increment(1);
+            tracing::debug!(%peer, "per-IP connection limit reached; connection closed");
+            drop(tcp);
+            continue;
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "TCP_NODELAY not set");
         }
         let (tcp, closer) = crate::net::Conn::new(tcp);
-        let svc = router.clone().map_request(
-            move |req: axum::extract::Request<hyper::body::Incoming>| {
-                // Only engine.io keeps a request head; other requests need no copy.
-                let mut req = if req.uri().path().starts_with("/socket.io/") {
-                    detach_head(req)
-                } else {
-                    req
-                };
-                if let Some(sid) = upgraded_sid(&req) {
-                    closer.register(sid);
+        let router = router.clone();
+        let engine_closer = engine_closer.clone();
+        let socketio_path = limits.socketio_path.clone();
+        let svc = tower::service_fn(move |req: axum::extract::Request<hyper::body::Incoming>| {
+            // Only engine.io keeps a request head; other requests need no copy.
+            let is_socketio = req.uri().path().starts_with(&*socketio_path);
+            let mut req = if is_socketio { detach_head(req) } else { req };
+            let upgrade_sid = is_socketio
+                .then(|| upgraded_sid(&req).map(str::to_owned))
+                .flatten();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req.extensions_mut().insert(closer.clone());
+            req.extensions_mut().insert(engine_closer.clone());
+            let (router, closer) = (router.clone(), closer.clone());
+            async move {
+                let resp = tower::ServiceExt::oneshot(router, req).await?;
+                // Registered only once engine.io really upgraded this
+                // session: a request merely naming another client's sid
+                // must not take over that client's closer.
+                if let Some(sid) = upgrade_sid
+                    && resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    closer.register(&sid);
                 }
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req.extensions_mut().insert(closer.clone());
-                req
-            },
-        );
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
         let conn = builder.serve_connection_with_upgrades(
             TokioIo::new(tcp),
             hyper_util::service::TowerToHyperService::new(svc),
@@ -92,6 +116,7 @@ async fn serve(listener: TcpListener, router: axum::Router, token: CancellationT
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -101,6 +126,79 @@ async fn serve(listener: TcpListener, router: axum::Router, token: CancellationT
     {
         tracing::warn!("connections still open after 10 s; stopping anyway");
     }
+}
+
+/// Settings of the accept loop.
+#[derive(Debug, Clone)]
+struct ServeLimits {
+    max_connections_per_ip: usize,
+    /// Prefix of engine.io requests (`/socket.io/`).
+    socketio_path: Arc<str>,
+}
+
+/// Open connections per client IP.
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One counted connection; uncounted when dropped.
+struct IpSlot {
+    map: PerIp,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            map: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The task that closes long-polling engine.io sessions for slow-consumer
+/// kicks (see [`crate::net::EngineCloser`]).
+fn spawn_engine_closer(router: axum::Router, token: CancellationToken) -> crate::net::EngineCloser {
+    let (closer, mut rx) = crate::net::EngineCloser::channel();
+    tokio::spawn(async move {
+        loop {
+            let (path, sid) = tokio::select! {
+                _ = token.cancelled() => break,
+                next = rx.recv() => match next {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            let req = crate::net::close_request(&path, &sid);
+            match tower::ServiceExt::oneshot(router.clone(), req).await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::debug!(%sid, "long-polling session closed");
+                }
+                Ok(r) => {
+                    tracing::debug!(%sid, status = %r.status(), "long-polling session already gone")
+                }
+                Err(e) => match e {},
+            }
+        }
+    });
+    closer
 }
 
 /// Copies the request line and headers out of hyper's read buffer.
@@ -130,8 +228,17 @@ fn detach_head<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
     axum::http::Request::from_parts(parts, body)
 }
 
-/// The engine.io session a WebSocket request upgrades (`?transport=websocket&sid=…`).
+/// The engine.io session a WebSocket upgrade request names
+/// (`?transport=websocket&sid=…` with `Upgrade: websocket`).
 fn upgraded_sid<B>(req: &axum::http::Request<B>) -> Option<&str> {
+    let upgrade = req
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
     let query = req.uri().query()?;
     let mut pairs = query.split('&').filter_map(|p| p.split_once('='));
     let mut sid = None;
@@ -162,11 +269,11 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
     tracing::info!(backend = store.backend(), "database ready");
     let manager = DocManager::new(store, ManagerConfig::from_config(&config));
     let config = Arc::new(config);
-    let app = AppState {
-        manager: manager.clone(),
-        auth: Arc::new(Auth::new(&secret)),
-        config: config.clone(),
-    };
+    let app = AppState::new(
+        manager.clone(),
+        Arc::new(Auth::new(&secret)),
+        config.clone(),
+    );
 
     // Binary attachments travel as separate frames: leave room above the
     // update limit so an oversized update is answered with UPDATE_TOO_LARGE
@@ -177,6 +284,9 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         .saturating_add(64 << 10);
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(config.socket_buffer)
+        // A client must connect to a namespace this soon after its
+        // handshake, or its engine.io session (and memory) is released.
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
         // Each WebSocket keeps a read buffer of this size for its whole life
         // (4 KiB by default); updates and awareness frames are far smaller,
         // and a larger frame is still read whole. Measured: 45.7k -> 52.0k
@@ -217,7 +327,7 @@ pub async fn run(
         router,
         io,
         manager,
-        ..
+        config,
     } = build_app(config).await?;
     let token = CancellationToken::new();
     let maintenance = tokio::spawn(
@@ -238,7 +348,11 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
-    serve(listener, router, token.clone()).await;
+    let limits = ServeLimits {
+        max_connections_per_ip: config.max_connections_per_ip,
+        socketio_path: Arc::from("/socket.io/"),
+    };
+    serve(listener, router, token.clone(), limits).await;
     let _ = maintenance.await;
     manager.shutdown().await;
     tracing::info!("stopped");

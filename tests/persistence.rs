@@ -706,7 +706,7 @@ async fn continuous_editing_snapshots_at_most_once_per_max_delay() {
         let lease = m.open("d1").await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let editor = {
-            let (m, stop, doc) = (m.clone(), stop.clone(), Arc::clone(&lease));
+            let (m, stop, doc) = (m.clone(), stop.clone(), lease.clone());
             tokio::spawn(async move {
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {

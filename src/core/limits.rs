@@ -13,6 +13,24 @@ use crate::error::{Error, ErrorCode};
 pub struct Limits {
     pub max_update_bytes: usize,
     pub max_document_bytes: usize,
+    /// Most nested shared types (a `Y.Map`, `Y.Array`, `Y.Text`, `Y.Xml*`
+    /// inside another type) one document may ever hold. This bounds how
+    /// deeply types can nest, and with it the recursion of yrs (see
+    /// [`super::inspect`]); code documents need a root text and little else.
+    pub max_nested_types: usize,
+}
+
+/// Default of [`Limits::max_nested_types`].
+pub const DEFAULT_MAX_NESTED_TYPES: usize = 256;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_update_bytes: 1 << 20,
+            max_document_bytes: 64 << 20,
+            max_nested_types: DEFAULT_MAX_NESTED_TYPES,
+        }
+    }
 }
 
 impl Limits {
@@ -74,6 +92,7 @@ mod tests {
         let l = Limits {
             max_update_bytes: 10,
             max_document_bytes: 100,
+            ..Limits::default()
         };
         assert!(l.check_update_size(10).is_ok());
         assert_eq!(

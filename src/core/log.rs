@@ -36,14 +36,20 @@ impl UpdateLog {
         (Self { tx }, task)
     }
 
+    /// Whether the writer is gone (it panicked, or shutdown drained it).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues an update. The receiver (if asked for) resolves to `true` once
-    /// the row is committed, `false` if the write failed.
+    /// the row is committed, `false` if the write failed. `Err` when the
+    /// writer is gone: the update has no row and never will.
     pub async fn append(
         &self,
         doc: &Arc<SessionDoc>,
         update: bytes::Bytes,
         want_ack: bool,
-    ) -> Option<oneshot::Receiver<bool>> {
+    ) -> Result<Option<oneshot::Receiver<bool>>, ()> {
         let (done, rx) = if want_ack {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -60,12 +66,11 @@ impl UpdateLog {
             done,
         };
         if let Err(e) = self.tx.send(item).await {
-            // Writer gone (shutting down): the snapshot taken at shutdown covers it.
             e.0.doc.pending_log.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(session_id = %doc.id, "update log closed; relying on the final snapshot");
-            return None;
+            tracing::error!(session_id = %doc.id, "update log writer is gone");
+            return Err(());
         }
-        rx
+        Ok(rx)
     }
 }
 

@@ -39,6 +39,7 @@ impl ManagerConfig {
             limits: Limits {
                 max_update_bytes: c.max_update_bytes,
                 max_document_bytes: c.max_document_bytes,
+                max_nested_types: c.max_nested_types,
             },
             max_loaded_documents: c.max_loaded_documents.max(1),
             idle_unload: Duration::from_secs(c.idle_unload_secs),
@@ -53,8 +54,22 @@ impl ManagerConfig {
 
 /// A document pinned in memory. While any lease exists the document is never
 /// evicted; dropping the last one makes it eligible for idle unload.
+///
+/// This is the one rule for every holder (both socket dialects, HTTP, the
+/// background resync tasks): only a lease gives access to a document's update
+/// path ([`DocManager::submit`] takes a lease), so no update can land in a
+/// copy that eviction already dropped. Cloning takes another lease.
 pub struct DocLease {
     doc: Arc<SessionDoc>,
+}
+
+impl Clone for DocLease {
+    fn clone(&self) -> Self {
+        self.doc.with_life(|l| l.leases += 1);
+        Self {
+            doc: self.doc.clone(),
+        }
+    }
 }
 
 impl std::ops::Deref for DocLease {
@@ -156,7 +171,8 @@ impl DocManager {
                     let Some(stored) = stored else {
                         return Err(Error::new(ErrorCode::SessionNotFound, "no such session"));
                     };
-                    let doc = SessionDoc::load(id, &stored).map_err(Error::from)?;
+                    let doc =
+                        SessionDoc::load(id, &stored, &self.cfg.limits).map_err(Error::from)?;
                     metrics::histogram!("tandem_document_load_seconds")
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(
@@ -174,6 +190,14 @@ impl DocManager {
                     return Err(e);
                 }
             };
+            // The slot must still be the one in the LRU: when a first load
+            // fails, its caller removes the slot and a waiter on the same
+            // cell loads again into a slot nobody else can see. Holding that
+            // copy would split the document in two.
+            let current = self.docs().peek(id).is_some_and(|s| Arc::ptr_eq(s, &slot));
+            if !current {
+                continue;
+            }
             let acquired = doc.with_life(|l| {
                 if l.evicted {
                     false
@@ -203,15 +227,37 @@ impl DocManager {
     /// replica. With `want_ack` the returned receiver resolves once the update
     /// is durably logged; `Ok(None)` when there is nothing to wait for (an
     /// empty or already-known update, or the log is off).
+    ///
+    /// With the log on, an update is refused (`INTERNAL`, nothing applied)
+    /// once the log is gone (shutdown) or its writer died: an acknowledged
+    /// update always has a row behind it.
     pub async fn submit_update(
         &self,
-        doc: &Arc<SessionDoc>,
+        doc: &DocLease,
         update: Bytes,
         origin: Option<&str>,
         want_ack: bool,
     ) -> Result<Option<oneshot::Receiver<bool>>, Error> {
         let started = std::time::Instant::now();
-        let applied = doc.apply_update(&update, &self.cfg.limits)?;
+        let log = if self.cfg.update_log {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match log.filter(|l| !l.is_closed()) {
+                Some(l) => Some(l),
+                None => {
+                    tracing::warn!(session_id = %doc.id, "update refused: the update log is not running");
+                    return Err(Error::new(
+                        ErrorCode::Internal,
+                        "the server cannot store updates right now",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let (applied, update, failure) = match doc.apply_update(&update, &self.cfg.limits)? {
+            Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
+            applied => (applied, update, None),
+        };
         if applied == Applied::Empty {
             return Ok(None);
         }
@@ -226,10 +272,24 @@ impl DocManager {
         if applied == Applied::Known && !want_ack {
             return Ok(None);
         }
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match log {
-            Some(log) => Ok(log.append(doc, update, want_ack).await),
-            None => Ok(None),
+        let done = match log {
+            Some(log) => match log.append(doc, update, want_ack).await {
+                Ok(done) => done,
+                Err(()) => {
+                    // Applied and relayed but not logged: only a snapshot
+                    // makes the store whole, and the sender hears an error.
+                    doc.with_life(|l| l.unlogged_through = l.generation);
+                    return Err(Error::new(
+                        ErrorCode::Internal,
+                        "the server cannot store updates right now",
+                    ));
+                }
+            },
+            None => None,
+        };
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(done),
         }
     }
 
@@ -237,7 +297,7 @@ impl DocManager {
     /// the update is committed to the log (`INTERNAL` if that failed).
     pub async fn submit(
         &self,
-        doc: &Arc<SessionDoc>,
+        doc: &DocLease,
         update: Bytes,
         origin: Option<&str>,
         durable: bool,

@@ -4,12 +4,13 @@
 //! snapshots. Adapters call it; it reports what must reach sockets through the
 //! [`Fanout`] trait they implement.
 
+pub mod inspect;
 mod limits;
 mod log;
 mod manager;
 mod session;
 
-pub use limits::{Limits, UpdateBudget};
+pub use limits::{DEFAULT_MAX_NESTED_TYPES, Limits, UpdateBudget};
 pub use manager::{DocLease, DocManager, ManagerConfig};
 pub use session::{
     Applied, JoinOutcome, LeaveOutcome, SessionDoc, decode_awareness, decode_update,

@@ -16,6 +16,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, TextRef, Transact, Update};
 
+use super::inspect::{Refused, inspect_update};
 use super::{AWARENESS_TIMEOUT_MS, Limits, TEXT_NAME, TYPING_TIMEOUT};
 use crate::auth::User;
 use crate::error::{Error, ErrorCode};
@@ -54,8 +55,13 @@ pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, Error> {
     AwarenessUpdate::decode_v1(bytes).map_err(|_| invalid())
 }
 
+/// Most awareness client ids one connection may announce in one document.
+pub const MAX_AWARENESS_STATES_PER_CONN: usize = 8;
+/// Largest awareness state (its JSON) accepted, in bytes.
+pub const MAX_AWARENESS_STATE_BYTES: usize = 8 * 1024;
+
 /// Outcome of [`SessionDoc::apply_update`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The update changed the document: relay and log it.
     Changed,
@@ -63,6 +69,30 @@ pub enum Applied {
     Known,
     /// No content at all: drop it.
     Empty,
+    /// yrs integrated part of the update and then failed. The document did
+    /// change: `effective` (exactly what changed) must be relayed and logged
+    /// like any change, and the sender still hears `error`.
+    Partial { effective: Bytes, error: Error },
+}
+
+/// Checks an untrusted update before yrs decodes it, then decodes it.
+/// Returns the update and the nested shared types it creates.
+fn decode_checked(bytes: &[u8]) -> Result<(Update, Vec<(u64, u32)>), Error> {
+    let inspection = inspect_update(bytes).map_err(|r| match r {
+        Refused::Malformed => Error::new(ErrorCode::InvalidUpdate, "bytes are not a Yjs v1 update"),
+        Refused::Unsupported(what) => Error::new(
+            ErrorCode::InvalidUpdate,
+            format!("documents do not accept {what}"),
+        ),
+    })?;
+    Ok((decode_update(bytes)?, inspection.nested_types))
+}
+
+fn too_many_nested_types(limit: usize) -> Error {
+    Error::new(
+        ErrorCode::InvalidUpdate,
+        format!("a document holds at most {limit} nested shared types"),
+    )
 }
 
 /// What a connection joining the session changed.
@@ -86,17 +116,31 @@ pub struct LeaveOutcome {
 
 struct UserEntry {
     name: String,
-    role: Role,
-    /// Role fixed by the token's `sessions` claim; role changes do not apply.
-    pinned: bool,
     color: String,
     connections: usize,
 }
 
+/// One connection in the session. Roles live here, not per user: two
+/// connections of one user may hold different roles (a token that pins a
+/// role for this session on one of them).
 struct Conn {
     user_id: String,
+    role: Role,
+    /// Role fixed by the token's `sessions` claim; role changes do not apply.
+    pinned: bool,
+    /// `Some(cap)` for a token-less guest (role = public role, capped).
+    guest_cap: Option<Role>,
     /// Awareness client ids this connection announced.
     clients: HashSet<ClientID>,
+}
+
+/// A connection whose role follows the session's settings (not pinned by a
+/// token), for [`SessionDoc::set_conn_role`].
+#[derive(Debug, Clone)]
+pub struct RoleTarget {
+    pub conn: String,
+    pub user_id: String,
+    pub guest_cap: Option<Role>,
 }
 
 /// Bookkeeping the manager uses for snapshots and eviction.
@@ -127,10 +171,24 @@ impl Lifecycle {
 
 struct Inner {
     awareness: Awareness,
+    /// Which connection introduced each awareness client id: only it may
+    /// change or remove that state.
+    awareness_owner: HashMap<ClientID, String>,
+    /// Nested shared types the document holds (see [`Limits::max_nested_types`]).
+    nested_types: HashSet<(u64, u32)>,
     conns: HashMap<String, Conn>,
     users: HashMap<String, UserEntry>,
     typing: HashMap<String, Instant>,
     life: Lifecycle,
+}
+
+/// The highest role among a user's connections.
+fn user_role(conns: &HashMap<String, Conn>, user_id: &str) -> Option<Role> {
+    conns
+        .values()
+        .filter(|c| c.user_id == user_id)
+        .map(|c| c.role)
+        .max()
 }
 
 /// A loaded session document.
@@ -145,21 +203,33 @@ pub struct SessionDoc {
 }
 
 impl SessionDoc {
-    /// Builds the live document from what the store holds.
-    pub fn load(id: &str, stored: &StoredDocument) -> Result<Self, StoreError> {
+    /// Builds the live document from what the store holds. Stored bytes
+    /// pass the same inspection as incoming ones (a database written before
+    /// the nesting limit existed must not crash the process on load).
+    pub fn load(id: &str, stored: &StoredDocument, limits: &Limits) -> Result<Self, StoreError> {
         let doc = Doc::new();
         // Root type first, before any transaction (yrs pitfall).
         let text = doc.get_or_insert_text(TEXT_NAME);
         let mut size = 0;
+        let mut nested_types = HashSet::new();
         {
             let mut txn = doc.transact_mut();
             for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
                 size += bytes.len();
-                let u = decode_update(bytes).map_err(|_| {
-                    StoreError::Corrupt(format!("session {id}: undecodable stored update"))
-                })?;
-                txn.apply_update(u)
-                    .map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))?;
+                let (u, nested) = decode_checked(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("document {id}: {}", e.message)))?;
+                nested_types.extend(nested);
+                if nested_types.len() > limits.max_nested_types {
+                    return Err(StoreError::Corrupt(format!(
+                        "document {id}: more than {} nested shared types (raise --max-nested-types to load it)",
+                        limits.max_nested_types
+                    )));
+                }
+                // A stored update that yrs integrates only in part is kept
+                // as far as it applies: the live document was the same.
+                if let Err(e) = txn.apply_update(u) {
+                    tracing::warn!(session_id = id, error = %e, "stored update applied in part");
+                }
             }
         }
         let now = Instant::now();
@@ -169,6 +239,8 @@ impl SessionDoc {
             text,
             inner: Mutex::new(Inner {
                 awareness: Awareness::new(doc.clone()),
+                awareness_owner: HashMap::new(),
+                nested_types,
                 conns: HashMap::new(),
                 users: HashMap::new(),
                 typing: HashMap::new(),
@@ -209,11 +281,19 @@ impl SessionDoc {
     /// was not sent back to its own origin), but not logged again.
     pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Applied, Error> {
         limits.check_update_size(bytes.len())?;
-        let update = decode_update(bytes)?;
+        let (update, nested) = decode_checked(bytes)?;
         if update.is_empty() {
             return Ok(Applied::Empty);
         }
         let mut inner = self.lock();
+        if inner.life.evicted {
+            // Unloaded (or its session deleted) while this update was on its
+            // way: applying it here would lose it, as nobody reads this copy.
+            return Err(Error::new(
+                ErrorCode::SessionNotFound,
+                "the document is no longer loaded",
+            ));
+        }
         if inner.life.approx_size + bytes.len() > limits.max_document_bytes {
             return Err(Error::new(
                 ErrorCode::DocumentTooLarge,
@@ -223,25 +303,40 @@ impl SessionDoc {
                 ),
             ));
         }
-        let changed = {
+        let new_types = nested
+            .iter()
+            .filter(|id| !inner.nested_types.contains(id))
+            .count();
+        if inner.nested_types.len() + new_types > limits.max_nested_types {
+            return Err(too_many_nested_types(limits.max_nested_types));
+        }
+        inner.nested_types.extend(nested);
+        let (changed, failure) = {
             let mut txn = self.doc.transact_mut();
             let before = txn.state_vector();
-            txn.apply_update(update).map_err(|e| {
-                tracing::warn!(session_id = %self.id, error = %e, "update refused by yrs");
-                Error::new(
-                    ErrorCode::InvalidUpdate,
-                    "the update does not apply to this document",
-                )
-            })?;
+            let result = txn.apply_update(update);
             // New structs, new deletions, or anything parked waiting for a
             // missing dependency (an update that arrived out of order) count
-            // as a change; a pure re-send does not.
-            txn.state_vector() != before
+            // as a change; a pure re-send does not. Compared whatever the
+            // result: yrs may integrate part of an update and then fail.
+            let changed = txn.state_vector() != before
                 || !txn.delete_set().is_empty()
-                || txn.has_missing_updates()
+                || txn.has_missing_updates();
+            let failure = result.err().map(|e| {
+                tracing::warn!(session_id = %self.id, error = %e, changed, "update refused by yrs");
+                let error = Error::new(
+                    ErrorCode::InvalidUpdate,
+                    "the update does not apply to this document",
+                );
+                (error, changed.then(|| Bytes::from(txn.encode_update_v1())))
+            });
+            (changed, failure)
         };
         if !changed {
-            return Ok(Applied::Known);
+            return match failure {
+                Some((error, _)) => Err(error),
+                None => Ok(Applied::Known),
+            };
         }
         let now = Instant::now();
         let life = &mut inner.life;
@@ -250,7 +345,10 @@ impl SessionDoc {
         life.last_change = now;
         life.last_used = now;
         life.approx_size += bytes.len();
-        Ok(Applied::Changed)
+        Ok(match failure {
+            Some((error, Some(effective))) => Applied::Partial { effective, error },
+            _ => Applied::Changed,
+        })
     }
 
     /// The server's state vector (sync step 1).
@@ -288,41 +386,48 @@ impl SessionDoc {
     /// Registers a connection of `user` with `role`. Idempotent per connection.
     pub fn join(&self, conn: &str, user: &User, role: Role) -> JoinOutcome {
         let mut inner = self.lock();
-        let pinned = user.sessions.contains_key(&*self.id) || user.guest_cap.is_some();
-        let fresh = !inner.conns.contains_key(conn);
-        if fresh {
-            inner.conns.insert(
-                conn.to_owned(),
-                Conn {
-                    user_id: user.id.clone(),
-                    clients: HashSet::new(),
-                },
-            );
-        }
+        let pinned = user.sessions.contains_key(&*self.id);
+        let fresh = match inner.conns.get_mut(conn) {
+            Some(c) => {
+                c.role = role;
+                c.pinned = pinned;
+                false
+            }
+            None => {
+                inner.conns.insert(
+                    conn.to_owned(),
+                    Conn {
+                        user_id: user.id.clone(),
+                        role,
+                        pinned,
+                        guest_cap: user.guest_cap,
+                        clients: HashSet::new(),
+                    },
+                );
+                true
+            }
+        };
         let entry = inner
             .users
             .entry(user.id.clone())
             .or_insert_with(|| UserEntry {
                 name: user.name.clone(),
-                role,
-                pinned,
                 color: user_color(&user.id),
                 connections: 0,
             });
-        entry.role = role;
         entry.name = user.name.clone();
-        entry.pinned = pinned;
         if fresh {
             entry.connections += 1;
         }
         let first_for_user = fresh && entry.connections == 1;
+        let (name, color) = (entry.name.clone(), entry.color.clone());
         JoinOutcome {
             first_for_user,
             participant: Participant {
+                role: user_role(&inner.conns, &user.id).unwrap_or(role),
                 id: user.id.clone(),
-                name: entry.name.clone(),
-                role: entry.role,
-                color: entry.color.clone(),
+                name,
+                color,
             },
         }
     }
@@ -339,6 +444,7 @@ impl SessionDoc {
             let ids: Vec<ClientID> = c.clients.into_iter().collect();
             for id in &ids {
                 inner.awareness.remove_state(*id);
+                inner.awareness_owner.remove(id);
             }
             out.awareness_removal = inner
                 .awareness
@@ -361,17 +467,19 @@ impl SessionDoc {
         out
     }
 
-    /// Connected users now.
+    /// Connected users now, each with the highest role of their connections.
     pub fn participants(&self) -> Vec<Participant> {
         let inner = self.lock();
         let mut v: Vec<Participant> = inner
             .users
             .iter()
-            .map(|(id, u)| Participant {
-                id: id.clone(),
-                name: u.name.clone(),
-                role: u.role,
-                color: u.color.clone(),
+            .filter_map(|(id, u)| {
+                Some(Participant {
+                    id: id.clone(),
+                    name: u.name.clone(),
+                    role: user_role(&inner.conns, id)?,
+                    color: u.color.clone(),
+                })
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -383,11 +491,9 @@ impl SessionDoc {
         self.lock().conns.len()
     }
 
-    /// The current role of the user behind `conn` (`None` = not joined).
+    /// The current role of connection `conn` (`None` = not joined).
     pub fn role_of(&self, conn: &str) -> Option<Role> {
-        let inner = self.lock();
-        let user_id = &inner.conns.get(conn)?.user_id;
-        inner.users.get(user_id).map(|u| u.role)
+        self.lock().conns.get(conn).map(|c| c.role)
     }
 
     /// The user behind a connection: `(id, name)`.
@@ -400,57 +506,80 @@ impl SessionDoc {
             .map(|u| (user_id.clone(), u.name.clone()))
     }
 
-    /// Changes a connected user's role at once (HTTP role changes). A role
-    /// pinned by the user's token is left alone. `resolve` gets the role the
-    /// user now has, `None` = no access.
-    /// Sets a connected user's role (unless their token pins it). With
-    /// `None` the user has no access left: they can no longer edit, and the
-    /// connections returned must be removed from the session by the caller.
-    pub fn set_user_role(&self, user_id: &str, role: Option<Role>) -> Vec<String> {
-        let mut inner = self.lock();
-        let Some(u) = inner.users.get_mut(user_id).filter(|u| !u.pinned) else {
-            return Vec::new();
-        };
-        match role {
-            Some(r) => {
-                u.role = r;
-                Vec::new()
-            }
-            None => {
-                u.role = Role::Viewer;
-                inner
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.user_id == user_id)
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            }
-        }
-    }
-
-    /// Connected users whose role is not pinned by a token.
-    pub fn unpinned_users(&self) -> Vec<String> {
+    /// Connections whose role follows the session's settings (not pinned by
+    /// their token): what [`set_conn_role`](Self::set_conn_role) may change.
+    pub fn role_targets(&self) -> Vec<RoleTarget> {
         self.lock()
-            .users
+            .conns
             .iter()
-            .filter(|(_, u)| !u.pinned)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, c)| !c.pinned)
+            .map(|(id, c)| RoleTarget {
+                conn: id.clone(),
+                user_id: c.user_id.clone(),
+                guest_cap: c.guest_cap,
+            })
             .collect()
     }
 
+    /// Sets an unpinned connection's role at once (HTTP role and visibility
+    /// changes). `None` = no access left: the connection can no longer edit,
+    /// and `true` tells the caller to remove it from the session.
+    pub fn set_conn_role(&self, conn: &str, role: Option<Role>) -> bool {
+        let mut inner = self.lock();
+        let Some(c) = inner.conns.get_mut(conn).filter(|c| !c.pinned) else {
+            return false;
+        };
+        c.role = role.unwrap_or(Role::Viewer);
+        role.is_none()
+    }
+
     /// Applies an awareness update from `conn` and remembers which client ids
-    /// it speaks for.
+    /// it speaks for. A connection may announce at most
+    /// [`MAX_AWARENESS_STATES_PER_CONN`] client ids, each state at most
+    /// [`MAX_AWARENESS_STATE_BYTES`], and may change or remove only the
+    /// client ids it introduced itself.
     pub fn apply_awareness(&self, conn: &str, bytes: &[u8]) -> Result<(), Error> {
         let update = decode_awareness(bytes)?;
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if let Some(c) = inner.conns.get_mut(conn) {
-            for (id, entry) in &update.clients {
-                if &*entry.json == "null" {
-                    c.clients.remove(id);
-                } else {
-                    c.clients.insert(*id);
+        let Some(c) = inner.conns.get_mut(conn) else {
+            return Err(Error::new(ErrorCode::NotJoined, "join the session first"));
+        };
+        let mut new_ids = 0;
+        for (id, entry) in &update.clients {
+            if entry.json.len() > MAX_AWARENESS_STATE_BYTES {
+                return Err(Error::new(
+                    ErrorCode::InvalidUpdate,
+                    format!("awareness states are at most {MAX_AWARENESS_STATE_BYTES} bytes"),
+                ));
+            }
+            match inner.awareness_owner.get(id) {
+                Some(owner) if owner != conn => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidUpdate,
+                        "awareness client id announced by another connection",
+                    ));
                 }
+                Some(_) => {}
+                None if &*entry.json != "null" => new_ids += 1,
+                None => {}
+            }
+        }
+        if c.clients.len() + new_ids > MAX_AWARENESS_STATES_PER_CONN {
+            return Err(Error::new(
+                ErrorCode::InvalidUpdate,
+                format!(
+                    "a connection announces at most {MAX_AWARENESS_STATES_PER_CONN} awareness states"
+                ),
+            ));
+        }
+        for (id, entry) in &update.clients {
+            if &*entry.json == "null" {
+                if c.clients.remove(id) {
+                    inner.awareness_owner.remove(id);
+                }
+            } else if c.clients.insert(*id) {
+                inner.awareness_owner.insert(*id, conn.to_owned());
             }
         }
         inner
@@ -484,6 +613,7 @@ impl SessionDoc {
         }
         for id in &stale {
             inner.awareness.remove_state(*id);
+            inner.awareness_owner.remove(id);
         }
         for c in inner.conns.values_mut() {
             for id in &stale {
@@ -537,6 +667,7 @@ mod tests {
         Limits {
             max_update_bytes: 1 << 20,
             max_document_bytes: 1 << 20,
+            ..Limits::default()
         }
     }
 
@@ -559,7 +690,7 @@ mod tests {
 
     #[test]
     fn applies_diffs_and_ignores_duplicates_and_garbage() {
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         let u = edit("hello");
         assert_eq!(d.apply_update(&u, &limits()).unwrap(), Applied::Changed);
         assert_eq!(
@@ -582,7 +713,7 @@ mod tests {
         // A fresh replica syncing from the empty state vector gets everything.
         let empty_sv = StateVector::default().encode_v1();
         let diff = d.diff(&empty_sv).unwrap();
-        let other = SessionDoc::load("t", &StoredDocument::default()).unwrap();
+        let other = SessionDoc::load("t", &StoredDocument::default(), &Limits::default()).unwrap();
         other.apply_update(&diff, &limits()).unwrap();
         assert_eq!(other.text(), "hello");
         assert_eq!(d.diff(b"\xff").unwrap_err().code, ErrorCode::InvalidUpdate);
@@ -590,10 +721,11 @@ mod tests {
 
     #[test]
     fn size_limits_leave_the_document_untouched() {
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         let small = Limits {
             max_update_bytes: 10,
             max_document_bytes: 1 << 20,
+            ..Limits::default()
         };
         assert_eq!(
             d.apply_update(&edit("a long insert"), &small)
@@ -604,6 +736,7 @@ mod tests {
         let tiny_doc = Limits {
             max_update_bytes: 1 << 20,
             max_document_bytes: 60,
+            ..Limits::default()
         };
         d.apply_update(&edit("ok"), &tiny_doc).unwrap();
         assert_eq!(
@@ -617,7 +750,7 @@ mod tests {
 
     #[test]
     fn presence_tracks_users_connections_and_awareness() {
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         assert!(d.join("c1", &user("u1"), Role::Editor).first_for_user);
         assert!(!d.join("c2", &user("u1"), Role::Editor).first_for_user);
         assert!(d.join("c3", &user("u2"), Role::Viewer).first_for_user);
@@ -647,7 +780,7 @@ mod tests {
 
     #[test]
     fn typing_expires() {
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         let t0 = Instant::now();
         assert!(d.set_typing("u", true, t0));
         assert!(!d.set_typing("u", true, t0));
@@ -669,6 +802,7 @@ mod ooo_tests {
         let limits = Limits {
             max_update_bytes: 1 << 20,
             max_document_bytes: 1 << 20,
+            ..Limits::default()
         };
         let a = Doc::with_client_id(1);
         let ta = a.get_or_insert_text(TEXT_NAME);
@@ -679,7 +813,7 @@ mod ooo_tests {
             ta.insert(&mut txn, (i * 7) % (len + 1), "x");
             ups.push(txn.encode_update_v1());
         }
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         // Reverse order: every update but the first arrives before its dependencies.
         for (i, u) in ups.iter().enumerate().rev() {
             let r = d.apply_update(u, &limits).unwrap();
@@ -695,7 +829,7 @@ mod sweep_tests {
 
     #[test]
     fn awareness_not_refreshed_for_30_s_is_swept() {
-        let d = SessionDoc::load("s", &StoredDocument::default()).unwrap();
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
         let user = User {
             id: "u".into(),
             name: "U".into(),

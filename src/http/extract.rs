@@ -51,12 +51,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Rejections name what is wrong in plain words; serde's own text (type
+/// names, positions) is logged, never sent.
 fn json_rejection(e: JsonRejection) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::UpdateTooLarge, "request body too large")
-    } else {
-        ApiError::new(ErrorCode::InvalidPayload, e.body_text())
-    }
+    tracing::debug!(error = %e.body_text(), "JSON body refused");
+    let message = match &e {
+        _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(ErrorCode::UpdateTooLarge, "request body too large");
+        }
+        JsonRejection::MissingJsonContentType(_) => "expected `Content-Type: application/json`",
+        JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON",
+        JsonRejection::JsonDataError(_) => "the JSON body has missing, unknown or mistyped fields",
+        _ => "the request body could not be read",
+    };
+    ApiError::new(ErrorCode::InvalidPayload, message)
 }
 
 /// A raw body (a Yjs update); above the body limit it is `UPDATE_TOO_LARGE`.
@@ -77,6 +85,10 @@ fn bytes_rejection(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::UpdateTooLarge, "update exceeds the size limit")
     } else {
-        ApiError::new(ErrorCode::InvalidPayload, e.body_text())
+        tracing::debug!(error = %e.body_text(), "request body refused");
+        ApiError::new(
+            ErrorCode::InvalidPayload,
+            "the request body could not be read",
+        )
     }
 }

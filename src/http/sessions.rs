@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{AuthUser, JsonBody, RawBody};
 use super::{ApiError, HttpState};
-use crate::auth::{User, row_or_public_role};
+use crate::auth::{User, guest_role, row_or_public_role};
 use crate::error::{Error, ErrorCode};
 use crate::model::{ChatMessage, Role, SessionInfo, rfc3339, user_color, validate_session_id};
 use crate::protocol::role_in;
@@ -110,7 +110,14 @@ pub struct SessionFields {
 impl SessionFields {
     fn validate(&self) -> ApiResult<()> {
         check_len("title", &self.title, 200)?;
-        check_len("language", &self.language, 64)
+        check_len("language", &self.language, 64)?;
+        if self.public_role == Some(Role::Owner) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPayload,
+                "publicRole is viewer or editor",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -195,9 +202,12 @@ pub async fn get(
         .into_iter()
         .filter_map(|r| {
             let live = online.get(&r.user_id);
-            let role = live
-                .map(|p| p.role)
-                .or_else(|| row_or_public_role(&session, r.role))?;
+            // An offline visitor of a public session (a row without a role)
+            // holds nothing of their own: not listed.
+            let role = live.map(|p| p.role).or_else(|| {
+                r.role
+                    .map(|row| row_or_public_role(&session, Some(row)).unwrap_or(row))
+            })?;
             Some(ParticipantJson {
                 color: user_color(&r.user_id),
                 online: live.is_some(),
@@ -222,28 +232,42 @@ pub async fn get(
     Ok(Json(session_json(session, Some(out))))
 }
 
-/// Recomputes the role of connected users whose token does not pin one;
-/// users left without access are removed from the session at once.
+/// Recomputes the role of every connection whose token does not pin one
+/// (guests included: theirs follows the public role); connections left
+/// without access are removed from the session at once. `only`: one user.
 async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
     let Some(doc) = st.app.manager.get_loaded(&session.id) else {
         return Ok(());
     };
-    for user_id in doc.unpinned_users() {
-        if only.is_some_and(|u| u != user_id) {
+    let mut rows: HashMap<String, Option<Role>> = HashMap::new();
+    let mut revoked = Vec::new();
+    for t in doc.role_targets() {
+        if only.is_some_and(|u| u != t.user_id) {
             continue;
         }
-        let row = st
-            .app
-            .manager
-            .store()
-            .participant(&session.id, &user_id)
-            .await?
-            .and_then(|p| p.role);
-        let revoked = doc.set_user_role(&user_id, row_or_public_role(session, row));
-        if !revoked.is_empty() {
-            tracing::info!(session_id = %session.id, %user_id, connections = revoked.len(), "access revoked; removing connections");
-            crate::protocol::revoke(&st.app, &st.io, &session.id, &revoked);
+        let role = match t.guest_cap {
+            Some(cap) => guest_role(session, cap),
+            None => {
+                if !rows.contains_key(&t.user_id) {
+                    let row = st
+                        .app
+                        .manager
+                        .store()
+                        .participant(&session.id, &t.user_id)
+                        .await?
+                        .and_then(|p| p.role);
+                    rows.insert(t.user_id.clone(), row);
+                }
+                row_or_public_role(session, rows[&t.user_id])
+            }
+        };
+        if doc.set_conn_role(&t.conn, role) {
+            revoked.push(t.conn);
         }
+    }
+    if !revoked.is_empty() {
+        tracing::info!(session_id = %session.id, connections = revoked.len(), "access revoked; removing connections");
+        crate::protocol::revoke(&st.io, &session.id, &revoked);
     }
     Ok(())
 }
@@ -318,7 +342,8 @@ async fn set_participant(
     st.app
         .manager
         .store()
-        .set_role(&id, &target, "", role)
+        // A user who never joined is named by their id until they do.
+        .set_role(&id, &target, &target, role)
         .await?;
     apply_roles(&st, &session, Some(&target)).await?;
     tracing::info!(session_id = %id, user_id = %target, role = ?role, by = %user.id, "role changed");
@@ -383,6 +408,7 @@ pub async fn apply_update(
 ) -> ApiResult<Json<serde_json::Value>> {
     authorize(&st, &user, &id, Role::Editor).await?;
     let doc = st.app.manager.open(&id).await?;
+    st.app.manager.limits().check_update_size(body.len())?;
     st.app.manager.submit(&doc, body, None, true).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -399,7 +425,12 @@ pub async fn chat(
     Path(id): Path<String>,
     q: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<ChatMessage>>> {
-    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::InvalidPayload, e.body_text()))?;
+    let Query(q) = q.map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidPayload,
+            "`before` and `limit` must be integers",
+        )
+    })?;
     authorize(&st, &user, &id, Role::Viewer).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     Ok(Json(
@@ -438,7 +469,11 @@ pub async fn guest(
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
-        return Err(Error::rate_limited(wait.as_millis().max(1) as u64).into());
+        return Err(Error::rate_limited_with(
+            wait.as_millis().max(1) as u64,
+            "too many guest sign-ins from this address",
+        )
+        .into());
     }
     if st.guest_limiter.len() > 100_000 {
         st.guest_limiter.retain_recent();

@@ -13,10 +13,10 @@ use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 
 use super::{
-    AppState, ConnState, Dialect, WantsAck, accept_update, authenticate, emit_or_kick,
-    join_presence, leave_presence, relay_awareness, request_client_diff, resolve_session, room,
+    AppState, ConnState, Dialect, Presence, WantsAck, accept_update, authenticate, emit_or_kick,
+    lock, relay_awareness, request_client_diff, resolve_session, room,
 };
-use crate::core::{DocLease, SessionDoc};
+use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
 use crate::model::{ChatMessage, Participant, Role};
 
@@ -28,16 +28,25 @@ pub const JOIN_CHAT_HISTORY: i64 = 50;
 /// Per-socket state, kept in the socket's extensions.
 pub struct NativeSocket {
     conn: Arc<ConnState>,
-    joined: Mutex<HashMap<String, DocLease>>,
+    joined: Mutex<Joined>,
+}
+
+/// The sessions a socket joined. Once the socket disconnected (`closed`),
+/// nothing may be added: a join that was still awaiting the database
+/// finds the flag and registers no presence (else a ghost participant).
+#[derive(Default)]
+struct Joined {
+    closed: bool,
+    docs: HashMap<String, Presence>,
 }
 
 impl NativeSocket {
-    fn doc(&self, session_id: &str) -> Result<Arc<SessionDoc>, Error> {
-        self.joined
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// A lease on a joined session's document, for the duration of one request.
+    fn doc(&self, session_id: &str) -> Result<DocLease, Error> {
+        lock(&self.joined)
+            .docs
             .get(session_id)
-            .map(|l| Arc::clone(l))
+            .map(|p| p.lease().clone())
             .ok_or_else(|| {
                 Error::new(ErrorCode::NotJoined, "join the session first").with_session(session_id)
             })
@@ -90,6 +99,11 @@ fn invalid_payload() -> Error {
     )
 }
 
+/// The socket went away while its request was in flight: nothing to answer.
+fn gone() -> Error {
+    Error::new(ErrorCode::NotJoined, "the connection closed")
+}
+
 /// Answers a request: through its ack if it has one, else failures as an `error` event.
 fn reply<T: Serialize>(s: &SocketRef, ack: AckSender, wants_ack: bool, result: Result<T, Error>) {
     match result {
@@ -121,10 +135,10 @@ async fn authenticate_mw(
     TryData(auth): TryData<serde_json::Value>,
     State(st): State<AppState>,
 ) -> Result<(), Refusal> {
-    let user = authenticate(&st, auth.ok().as_ref(), s.id.as_str()).map_err(|e| Refusal(e.code))?;
+    let user = authenticate(&st, auth.ok().as_ref()).map_err(|e| Refusal(e.code))?;
     let ctx = Arc::new(NativeSocket {
         conn: ConnState::new(user, &st.config),
-        joined: Mutex::new(HashMap::new()),
+        joined: Mutex::new(Joined::default()),
     });
     s.extensions.insert(ctx);
     // Handlers go on here, not in the connect handler: socketioxide sends
@@ -173,11 +187,10 @@ fn register_handlers(s: &SocketRef) {
         async |s: SocketRef,
                TryData(a): TryData<SessionArg>,
                ack: AckSender,
-               WantsAck(w): WantsAck,
-               State(st): State<AppState>| {
+               WantsAck(w): WantsAck| {
             let result = match a {
                 Ok(a) => {
-                    if leave(&s, &st, &a.session_id) {
+                    if leave(&s, &a.session_id) {
                         Ok(ok())
                     } else {
                         Err(Error::new(ErrorCode::NotJoined, "not joined")
@@ -289,22 +302,24 @@ fn register_handlers(s: &SocketRef) {
             },
         );
     }
-    s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
-        let ids: Vec<String> = ctx(&s)
-            .joined
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        for id in ids {
-            leave(&s, &st, &id);
-        }
+    s.on_disconnect(async |s: SocketRef| {
+        // Close first, then drop every presence outside the lock (dropping
+        // one broadcasts its removal).
+        let c = ctx(&s);
+        let docs = {
+            let mut j = lock(&c.joined);
+            j.closed = true;
+            std::mem::take(&mut j.docs)
+        };
+        drop(docs);
     });
 }
 
 async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinReply, Error> {
     let c = ctx(s);
+    c.conn
+        .check_join()
+        .map_err(|e| e.with_session(session_id))?;
     let (session, role) = resolve_session(st, &c.conn.user, session_id)
         .await
         .map_err(|e| e.with_session(session_id))?;
@@ -313,23 +328,31 @@ async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinRepl
         .open(&session.id)
         .await
         .map_err(|e| e.with_session(session_id))?;
-    join_presence(st, &lease, s.id.as_str(), &c.conn.user, role);
-    s.join(room(session_id));
-    c.joined
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(session_id.to_owned(), lease);
     let chat = st
         .manager
         .store()
         .list_chat(session_id, None, JOIN_CHAT_HISTORY)
         .await?;
-    let doc = c.doc(session_id)?;
+    // No `.await` from here on: presence is registered only on a socket
+    // that is still connected, atomically with the disconnect handler.
+    let mut joined = lock(&c.joined);
+    if joined.closed {
+        return Err(gone());
+    }
+    match joined.docs.get(session_id) {
+        Some(presence) => presence.refresh(role),
+        None => {
+            let presence = Presence::join(st, lease, s.id.as_str(), c.conn.user.clone(), role);
+            s.join(room(session_id));
+            joined.docs.insert(session_id.to_owned(), presence);
+        }
+    }
+    let participants = joined.docs[session_id].participants();
     Ok(JoinReply {
         ok: true,
         session_id: session_id.to_owned(),
         role,
-        participants: doc.participants(),
+        participants,
         chat,
     })
 }
@@ -337,11 +360,13 @@ async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinRepl
 /// After the join ack: ask the client for what it has (sync step 1) and send
 /// the presence of everyone already there.
 fn after_join(s: &SocketRef, st: &AppState, session_id: &str) {
-    let Ok(doc) = ctx(s).doc(session_id) else {
+    let c = ctx(s);
+    let Ok(doc) = c.doc(session_id) else {
         return;
     };
-    request_client_diff(s.clone(), st.clone(), doc.clone(), Dialect::Native);
-    if let Some(states) = doc.awareness_states() {
+    let states = doc.awareness_states();
+    request_client_diff(s.clone(), st.clone(), c.conn.clone(), doc, Dialect::Native);
+    if let Some(states) = states {
         emit_or_kick(s, "yjs-awareness", &(session_id, states));
     }
 }
@@ -401,32 +426,26 @@ fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error
 }
 
 /// Leaves one session; `false` if the socket had not joined it.
-fn leave(s: &SocketRef, st: &AppState, session_id: &str) -> bool {
-    let c = ctx(s);
-    let Some(lease) = c
-        .joined
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(session_id)
-    else {
+fn leave(s: &SocketRef, session_id: &str) -> bool {
+    let presence = lock(&ctx(s).joined).docs.remove(session_id);
+    let Some(presence) = presence else {
         return false;
     };
     s.leave(room(session_id));
-    leave_presence(st, &lease, s.id.as_str(), &c.conn.user);
-    drop(lease);
+    drop(presence);
     true
 }
 
 /// Removes the given sockets from a session (their access was revoked):
 /// each hears `error` `FORBIDDEN`, leaves the room and the presence list.
-pub fn revoke(io: &SocketIo, st: &AppState, session_id: &str, conns: &[String]) {
+pub fn revoke(io: &SocketIo, session_id: &str, conns: &[String]) {
     let err = Error::new(
         ErrorCode::Forbidden,
         "your access to this session was removed",
     )
     .with_session(session_id);
     for s in io.to(room(session_id)).sockets() {
-        if conns.iter().any(|c| c == s.id.as_str()) && leave(&s, st, session_id) {
+        if conns.iter().any(|c| c == s.id.as_str()) && leave(&s, session_id) {
             emit_or_kick(&s, "error", &err);
         }
     }
@@ -438,10 +457,7 @@ pub fn evict_session(io: &SocketIo, session_id: &str) {
         Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(session_id);
     for s in io.to(room(session_id)).sockets() {
         if let Some(c) = s.extensions.get::<Arc<NativeSocket>>() {
-            c.joined
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(session_id);
+            lock(&c.joined).docs.remove(session_id);
         }
         s.leave(room(session_id));
         emit_or_kick(&s, "error", &err);

@@ -12,16 +12,66 @@ use socketioxide::handler::ConnectHandler;
 
 use super::native::Refusal;
 use super::{
-    AppState, ConnState, Dialect, accept_update, authenticate, disconnect_or_kick, emit_or_kick,
-    join_presence, leave_presence, relay_awareness, request_client_diff, resolve_session,
+    AppState, ConnState, Dialect, Presence, accept_update, authenticate, disconnect_or_kick,
+    emit_or_kick, lock, relay_awareness, request_client_diff, resolve_session,
 };
-use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
+use crate::model::validate_session_id;
 
-/// Per-socket state: one socket, one session.
+/// Per-socket state: one socket, one session. Dropped with the socket (or
+/// by the disconnect handler), which removes its presence.
 struct YSocket {
     conn: Arc<ConnState>,
-    doc: DocLease,
+    doc: Presence,
+    /// Counts this connect as in flight until the socket is connected.
+    pending: std::sync::Mutex<Option<PendingConnect>>,
+}
+
+/// A y-socket.io connect in flight for one namespace (see
+/// [`AppState::ysocketio_pending`]): counted while it lives.
+struct PendingConnect {
+    st: AppState,
+    ns: String,
+}
+
+impl PendingConnect {
+    fn new(st: &AppState, ns: &str) -> Self {
+        *lock(&st.ysocketio_pending)
+            .entry(ns.to_owned())
+            .or_default() += 1;
+        Self {
+            st: st.clone(),
+            ns: ns.to_owned(),
+        }
+    }
+
+    /// Ends a refused connect: its namespace goes too unless another connect
+    /// to it is in flight or a socket is connected there. socketioxide
+    /// creates a dynamic namespace before the middleware runs, so without
+    /// this every refused name (no token, unknown session, junk) would stay.
+    fn refused(self, io: &SocketIo) {
+        let last = {
+            let pending = lock(&self.st.ysocketio_pending);
+            pending.get(&self.ns).copied() == Some(1)
+        };
+        if last && io.of(&self.ns).is_some_and(|ns| ns.sockets().is_empty()) {
+            io.delete_ns(&self.ns);
+        }
+        drop(self);
+        super::count_namespaces(io);
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.st.ysocketio_pending);
+        if let Some(n) = pending.get_mut(&self.ns) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.ns);
+            }
+        }
+    }
 }
 
 fn session_id_of(ns: &str) -> &str {
@@ -34,28 +84,63 @@ async fn connect_mw(
     io: SocketIo,
     State(st): State<AppState>,
 ) -> Result<(), Refusal> {
+    let pending = PendingConnect::new(&st, s.ns());
+    match connect(&s, auth.ok().as_ref(), &st, pending).await {
+        Ok(()) => {
+            super::count_namespaces(&io);
+            Ok(())
+        }
+        Err((e, pending)) => {
+            tracing::debug!(socket_id = %s.id, ns = %s.ns(), code = %e.code, "y-socket.io connection refused");
+            pending.refused(&io);
+            Err(Refusal(e.code))
+        }
+    }
+}
+
+async fn connect(
+    s: &SocketRef,
+    auth: Option<&serde_json::Value>,
+    st: &AppState,
+    pending: PendingConnect,
+) -> Result<(), (Error, PendingConnect)> {
     let id = session_id_of(s.ns()).to_owned();
+    // Junk names (too long, bad characters) are refused before anything else.
+    if let Err(e) = validate_session_id(&id) {
+        return Err((e, pending));
+    }
     if let Some(key) = foreign_query_key(s.req_parts().uri.query()) {
         // socket.io-client turns `/yjs|a?b` into namespace `/yjs|a` plus a
         // handshake query `b`: refuse instead of joining session `a`.
         tracing::debug!(socket_id = %s.id, session_id = %id, key, "room name cut at '?'; refused");
-        return Err(Refusal(ErrorCode::InvalidSessionId));
+        return Err((
+            Error::new(ErrorCode::InvalidSessionId, "room name cut at '?'"),
+            pending,
+        ));
     }
-    let user = authenticate(&st, auth.ok().as_ref(), s.id.as_str()).map_err(|e| Refusal(e.code))?;
-    let refuse = |e: Error| {
-        tracing::debug!(socket_id = %s.id, session_id = %id, code = %e.code, "y-socket.io connection refused");
-        Refusal(e.code)
+    let user = match authenticate(st, auth) {
+        Ok(u) => u,
+        Err(e) => return Err((e, pending)),
     };
-    let (session, role) = resolve_session(&st, &user, &id).await.map_err(refuse)?;
-    let doc = st.manager.open(&session.id).await.map_err(refuse)?;
-    join_presence(&st, &doc, s.id.as_str(), &user, role);
+    let (session, role) = match resolve_session(st, &user, &id).await {
+        Ok(r) => r,
+        Err(e) => return Err((e, pending)),
+    };
+    let lease = match st.manager.open(&session.id).await {
+        Ok(l) => l,
+        Err(e) => return Err((e, pending)),
+    };
+    let conn = ConnState::new(user, &st.config);
+    // If the client is gone before socketioxide connects the socket, the
+    // socket (and this state with its presence) is dropped: no ghost.
+    let doc = Presence::join(st, lease, s.id.as_str(), conn.user.clone(), role);
     s.extensions.insert(Arc::new(YSocket {
-        conn: ConnState::new(user, &st.config),
+        conn,
         doc,
+        pending: std::sync::Mutex::new(Some(pending)),
     }));
     // Handlers go on before CONNECT is sent (see native.rs).
-    register_handlers(&s);
-    super::count_namespaces(&io);
+    register_handlers(s);
     Ok(())
 }
 
@@ -130,10 +215,13 @@ async fn refuse_empty_room() -> Result<(), Refusal> {
 /// After CONNECT: the server's sync step 1 and everyone's presence, as y-socket.io does.
 async fn on_connect(s: SocketRef, State(st): State<AppState>) {
     let c = ctx(&s);
+    // Connected: no longer in flight.
+    lock(&c.pending).take();
     request_client_diff(
         s.clone(),
         st.clone(),
-        Arc::clone(&c.doc),
+        c.conn.clone(),
+        c.doc.lease().clone(),
         Dialect::YSocketIo,
     );
     if let Some(states) = c.doc.awareness_states() {
@@ -189,9 +277,8 @@ fn register_handlers(s: &SocketRef) {
             }
         },
     );
-    s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
-        let c = ctx(&s);
-        leave_presence(&st, &c.doc, s.id.as_str(), &c.conn.user);
+    s.on_disconnect(async |s: SocketRef| {
+        // Dropping the state removes the presence (awareness, user-left).
         s.extensions.remove::<Arc<YSocket>>();
     });
 }

@@ -265,7 +265,7 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO participants (session_id, user_id, user_name, role) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (session_id, user_id) DO UPDATE SET role = excluded.role, \
-                     user_name = CASE WHEN excluded.user_name = '' THEN participants.user_name ELSE excluded.user_name END",
+                     user_name = CASE WHEN participants.user_name = '' THEN excluded.user_name ELSE participants.user_name END",
                 )
                 .bind(session_id)
                 .bind(user_id)

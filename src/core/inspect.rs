@@ -1,0 +1,322 @@
+//! Inspection of untrusted Yjs v1 updates *before* yrs decodes them.
+//!
+//! yrs decodes and integrates recursively: JSON-like `Any` content nested a
+//! few hundred thousand levels overflows the stack while decoding, and a
+//! chain of ~10,000 nested shared types overflows it when the outermost is
+//! deleted, encoded or garbage-collected. A stack overflow aborts the whole
+//! process (`catch_unwind` cannot catch it), so such input must never reach
+//! yrs. This module walks the struct section of an update iteratively,
+//! mirroring yrs 0.28's decoder byte for byte, and reports:
+//! - the ids of the nested shared types (`Y.Map`, `Y.Array`, `Y.Text`,
+//!   `Y.Xml*` inside another type) the update creates, which the document
+//!   counts against [`Limits::max_nested_types`](super::Limits) (a chain
+//!   can never be deeper than the number of nested types in it);
+//! - a refusal for content a code document never needs and yrs handles
+//!   recursively or experimentally: subdocuments, weak links, `Any` values
+//!   nested deeper than [`MAX_ANY_DEPTH`].
+//!
+//! The delete set that follows the structs is flat and left to yrs.
+
+use yrs::encoding::read::{Cursor, Read};
+
+/// Deepest nesting of arrays/objects inside one embedded JSON-like value.
+pub const MAX_ANY_DEPTH: usize = 64;
+
+// Struct info bits and content refs of the v1 encoding (yrs `block.rs`).
+const HAS_ORIGIN: u8 = 0b1000_0000;
+const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
+const HAS_PARENT_SUB: u8 = 0b0010_0000;
+const GC: u8 = 0;
+const SKIP: u8 = 10;
+const DELETED: u8 = 1;
+const JSON: u8 = 2;
+const BINARY: u8 = 3;
+const STRING: u8 = 4;
+const EMBED: u8 = 5;
+const FORMAT: u8 = 6;
+const TYPE: u8 = 7;
+const ANY: u8 = 8;
+const DOC: u8 = 9;
+// Shared type refs (yrs `types/mod.rs`).
+const TYPE_XML_ELEMENT: u8 = 3;
+const TYPE_XML_HOOK: u8 = 5;
+const TYPE_WEAK: u8 = 7;
+const TYPE_SUBDOC: u8 = 9;
+
+/// Why an update was refused before decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a v1 update (truncated, unknown tags, …).
+    Malformed,
+    /// Content Tandem does not accept, with a reason for the log.
+    Unsupported(&'static str),
+}
+
+/// What an acceptable update contains that the document must account for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// `(client, clock)` of every nested shared type the update creates.
+    pub nested_types: Vec<(u64, u32)>,
+}
+
+type R<T> = Result<T, Refused>;
+
+fn m<T>(r: Result<T, yrs::encoding::read::Error>) -> R<T> {
+    r.map_err(|_| Refused::Malformed)
+}
+
+/// Walks the struct section of a v1 update (see the module doc).
+pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
+    let mut c = Cursor::new(bytes);
+    let mut out = Inspection::default();
+    let clients: u32 = m(c.read_var())?;
+    for _ in 0..clients {
+        let structs: u32 = m(c.read_var())?;
+        let client: u64 = m(c.read_var())?;
+        let mut clock: u32 = m(c.read_var())?;
+        for _ in 0..structs {
+            let len = match m(c.read_u8())? {
+                SKIP | GC => m(c.read_var::<u32>())?,
+                info => {
+                    if info & HAS_ORIGIN != 0 {
+                        skip_id(&mut c)?;
+                    }
+                    if info & HAS_RIGHT_ORIGIN != 0 {
+                        skip_id(&mut c)?;
+                    }
+                    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+                        let named: u32 = m(c.read_var())?;
+                        if named == 1 {
+                            m(c.read_string())?;
+                        } else {
+                            skip_id(&mut c)?;
+                        }
+                        if info & HAS_PARENT_SUB != 0 {
+                            m(c.read_string())?;
+                        }
+                    }
+                    let len = content(&mut c, info & 0b1111)?;
+                    if info & 0b1111 == TYPE {
+                        out.nested_types.push((client, clock));
+                    }
+                    len
+                }
+            };
+            // yrs drops zero-length blocks without advancing the clock.
+            clock = clock.wrapping_add(len);
+        }
+    }
+    Ok(out)
+}
+
+fn skip_id(c: &mut Cursor<'_>) -> R<()> {
+    m(c.read_var::<u64>())?;
+    m(c.read_var::<u32>())?;
+    Ok(())
+}
+
+/// Skips one item's content; returns its length in clock ticks.
+fn content(c: &mut Cursor<'_>, content_ref: u8) -> R<u32> {
+    Ok(match content_ref {
+        DELETED => m(c.read_var())?,
+        JSON => {
+            // yrs reads `len + 1` strings (kept as text; parsed lazily by
+            // serde_json, whose recursion limit bounds them).
+            let n: u32 = m(c.read_var())?;
+            let n = n.checked_add(1).ok_or(Refused::Malformed)?;
+            for _ in 0..n {
+                m(c.read_string())?;
+            }
+            n
+        }
+        BINARY => {
+            m(c.read_buf())?;
+            1
+        }
+        STRING => {
+            let s = m(c.read_string())?;
+            s.encode_utf16().count() as u32
+        }
+        EMBED => {
+            m(c.read_string())?;
+            1
+        }
+        FORMAT => {
+            m(c.read_string())?;
+            m(c.read_string())?;
+            1
+        }
+        TYPE => {
+            match m(c.read_u8())? {
+                TYPE_XML_ELEMENT | TYPE_XML_HOOK => {
+                    m(c.read_string())?;
+                }
+                TYPE_WEAK => return Err(Refused::Unsupported("weak links")),
+                TYPE_SUBDOC => return Err(Refused::Unsupported("subdocuments")),
+                0..=6 | 15 => {}
+                _ => return Err(Refused::Malformed),
+            }
+            1
+        }
+        ANY => {
+            let n: u32 = m(c.read_var())?;
+            for _ in 0..n {
+                skip_any(c)?;
+            }
+            n
+        }
+        DOC => return Err(Refused::Unsupported("subdocuments")),
+        _ => return Err(Refused::Malformed),
+    })
+}
+
+/// Skips one lib0 `Any` value without recursion, refusing nesting deeper
+/// than [`MAX_ANY_DEPTH`].
+fn skip_any(c: &mut Cursor<'_>) -> R<()> {
+    // Values still to read at each open array/object level (an object
+    // entry is a key, read here, then a value).
+    let mut pending: Vec<(u64, bool)> = Vec::new();
+    let mut remaining_top = 1u64;
+    loop {
+        let (left, is_map) = match pending.last_mut() {
+            Some(top) => (&mut top.0, top.1),
+            None => (&mut remaining_top, false),
+        };
+        if *left == 0 {
+            if pending.pop().is_none() {
+                return Ok(());
+            }
+            continue;
+        }
+        *left -= 1;
+        if is_map {
+            m(c.read_string())?;
+        }
+        match m(c.read_u8())? {
+            127 | 126 | 121 | 120 => {}
+            125 => {
+                m(c.read_var::<i64>())?;
+            }
+            124 => {
+                m(c.read_exact(4))?;
+            }
+            123 | 122 => {
+                m(c.read_exact(8))?;
+            }
+            119 => {
+                m(c.read_string())?;
+            }
+            116 => {
+                m(c.read_buf())?;
+            }
+            tag @ (118 | 117) => {
+                let n: u64 = m(c.read_var())?;
+                if pending.len() >= MAX_ANY_DEPTH {
+                    return Err(Refused::Unsupported("JSON content nested too deeply"));
+                }
+                pending.push((n, tag == 118));
+            }
+            _ => return Err(Refused::Malformed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::types::ToJson;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Any, Array, Doc, Map, MapPrelim, Text, Transact, WriteTxn};
+
+    fn update(f: impl FnOnce(&Doc, &mut yrs::TransactionMut)) -> Vec<u8> {
+        let d = Doc::with_client_id(7);
+        let mut txn = d.transact_mut();
+        f(&d, &mut txn);
+        txn.encode_update_v1()
+    }
+
+    #[test]
+    fn plain_text_edits_have_no_nested_types() {
+        let u = update(|d, t| {
+            let text = t.get_or_insert_text("monaco");
+            text.insert(t, 0, "héllo wörld 🎉");
+            text.remove_range(t, 1, 3);
+            let _ = d;
+        });
+        assert_eq!(inspect_update(&u).unwrap().nested_types, vec![]);
+    }
+
+    #[test]
+    fn counts_nested_types_with_their_ids() {
+        let u = update(|_, t| {
+            let root = t.get_or_insert_map("m");
+            let a = root.insert(t, "a", MapPrelim::default());
+            let b = a.insert(t, "b", MapPrelim::default());
+            b.insert(t, "c", "leaf");
+            let arr = t.get_or_insert_array("arr");
+            arr.push_back(t, Any::from(vec![Any::from(1), Any::from("x")]));
+            arr.push_back(t, yrs::TextPrelim::new("t"));
+        });
+        let found = inspect_update(&u).unwrap().nested_types;
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().all(|(c, _)| *c == 7));
+    }
+
+    #[test]
+    fn matches_yrs_on_every_content_kind() {
+        // A mix of content kinds: the walk must end exactly where yrs's does
+        // (otherwise the ids it reports would be off).
+        let u = update(|_, t| {
+            let text = t.get_or_insert_text("monaco");
+            text.insert(t, 0, "abc");
+            let attrs = yrs::types::Attrs::from([("bold".into(), Any::Bool(true))]);
+            text.format(t, 0, 2, attrs);
+            text.insert_embed(t, 1, Any::from(vec![Any::from(2.5f64), Any::Null]));
+            text.insert_embed(
+                t,
+                1,
+                Any::from(std::collections::HashMap::from([(
+                    "k".to_string(),
+                    Any::from(1.5f32 as f64),
+                )])),
+            );
+            let arr = t.get_or_insert_array("arr");
+            arr.push_back(t, Any::Buffer(vec![1u8, 2, 3].into()));
+            arr.push_back(t, Any::from(1i64 << 40));
+            arr.push_back(t, MapPrelim::default());
+        });
+        let found = inspect_update(&u).unwrap().nested_types;
+        assert_eq!(found.len(), 1);
+        let d = Doc::new();
+        d.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&u).unwrap())
+            .unwrap();
+        let arr = d.get_or_insert_array("arr");
+        assert_eq!(arr.len(&d.transact()), 3);
+        let _ = arr.to_json(&d.transact());
+    }
+
+    #[test]
+    fn refuses_subdocs_deep_json_and_garbage() {
+        let u = update(|_, t| {
+            let arr = t.get_or_insert_array("arr");
+            arr.push_back(t, Doc::new());
+        });
+        assert!(matches!(
+            inspect_update(&u),
+            Err(Refused::Unsupported("subdocuments"))
+        ));
+        // 100,000 nested arrays in one Any value (yrs would recurse on decode).
+        let mut bytes = vec![1u8, 1, 7, 0, ANY, 1, 1, b'a', 1];
+        bytes.extend(std::iter::repeat_n([117u8, 1], 100_000).flatten());
+        bytes.push(126);
+        bytes.extend([0]);
+        assert!(matches!(
+            inspect_update(&bytes),
+            Err(Refused::Unsupported("JSON content nested too deeply"))
+        ));
+        for junk in [&b"\xff\xff\xff"[..], b"garbage!", &[1, 1, 7, 0, 0x0b]] {
+            assert_eq!(inspect_update(junk), Err(Refused::Malformed), "{junk:?}");
+        }
+    }
+}
