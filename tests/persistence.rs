@@ -11,6 +11,7 @@ use bytes::Bytes;
 use common::peer::{Peer, Rng, eventually};
 use common::{Backend, TestServer, backends, fresh_database_url};
 use tandem::core::{DocManager, ManagerConfig};
+use tandem::error::ErrorCode;
 use tandem::model::{ChatMessage, Role, SessionInfo};
 use tandem::store::{
     LogEntry, NewSession, ParticipantRow, SessionPatch, SnapshotOutcome, StorageStats, Store,
@@ -503,6 +504,11 @@ async fn joins_racing_eviction_neither_lose_edits_nor_duplicate_the_document() {
 struct FaultyStore {
     inner: Arc<dyn Store>,
     fail_appends: AtomicBool,
+    /// The log writer task panics on its next commit.
+    panic_appends: AtomicBool,
+    /// This many next loads fail (after `load_delay_ms`).
+    fail_loads: AtomicU64,
+    load_delay_ms: AtomicU64,
     snapshot_delay_ms: AtomicU64,
     snapshots: AtomicU64,
 }
@@ -558,12 +564,26 @@ impl Store for FaultyStore {
         self.inner.list_chat(s, before, limit).await
     }
     async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()> {
+        if self.panic_appends.load(Ordering::SeqCst) {
+            panic!("injected: the log writer dies");
+        }
         if self.fail_appends.load(Ordering::SeqCst) {
             return Err(StoreError::Db(sqlx::Error::PoolTimedOut));
         }
         self.inner.append_updates(batch).await
     }
     async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
+        let delay = self.load_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let fail = self
+            .fail_loads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::Db(sqlx::Error::PoolTimedOut));
+        }
         self.inner.load_document(id).await
     }
     async fn write_snapshot(&self, id: &str, live: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
@@ -592,6 +612,9 @@ async fn faulty_manager(
     let faulty = Arc::new(FaultyStore {
         inner: m.store().clone(),
         fail_appends: AtomicBool::new(false),
+        panic_appends: AtomicBool::new(false),
+        fail_loads: AtomicU64::new(0),
+        load_delay_ms: AtomicU64::new(0),
         snapshot_delay_ms: AtomicU64::new(0),
         snapshots: AtomicU64::new(0),
     });
@@ -734,5 +757,78 @@ async fn continuous_editing_snapshots_at_most_once_per_max_delay() {
         );
         drop(lease);
         m.shutdown().await;
+    }
+}
+
+/// Issue 10, defect 5: when the first load of a document fails, a caller
+/// that was waiting on the same load must not end up holding a copy that is
+/// not the loaded one (its acknowledged edits would be invisible to joiners
+/// and never snapshotted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_load_leaves_no_orphan_copy() {
+    for b in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, faulty) = faulty_manager(b, dir.path(), |_| {}).await;
+        faulty.load_delay_ms.store(150, Ordering::SeqCst);
+        faulty.fail_loads.store(1, Ordering::SeqCst);
+        let first = {
+            let m = m.clone();
+            tokio::spawn(async move { m.open("d1").await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let waiter = m.open("d1").await.expect("the waiter's own load succeeds");
+        assert!(
+            first.await.unwrap().is_err(),
+            "{b:?}: the first load failed"
+        );
+        faulty.load_delay_ms.store(0, Ordering::SeqCst);
+        m.submit(&waiter, insert("seen by all"), None, true)
+            .await
+            .unwrap();
+        let loaded = m.get_loaded("d1").expect("the document is loaded");
+        assert!(
+            Arc::ptr_eq(&loaded, &waiter),
+            "{b:?}: the waiter holds a copy that is not the loaded one"
+        );
+        let third = m.open("d1").await.unwrap();
+        assert_eq!(third.text(), "seen by all", "{b:?}");
+        drop((waiter, third));
+        m.shutdown().await;
+    }
+}
+
+/// Issue 10, defect 8: an update is acknowledged only with a log row behind
+/// it. Once shutdown took the log, or the log writer died, updates are
+/// refused and nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ack_without_a_log_row() {
+    for b in backends() {
+        // The writer task dies (a panic inside a commit).
+        let dir = tempfile::tempdir().unwrap();
+        let (m, faulty) = faulty_manager(b, dir.path(), |_| {}).await;
+        let lease = m.open("d1").await.unwrap();
+        m.submit(&lease, insert("a"), None, true).await.unwrap();
+        faulty.panic_appends.store(true, Ordering::SeqCst);
+        let err = m.submit(&lease, insert("b"), None, true).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal, "{b:?}: acked without a row");
+        // The writer is gone now: refused before anything is applied.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = lease.text();
+        let err = m.submit(&lease, insert("c"), None, true).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal, "{b:?}");
+        assert_eq!(lease.text(), before, "{b:?}: a refused update was applied");
+        drop(lease);
+
+        // Shutdown took the log: refused too.
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(b, dir.path(), |_| {}).await;
+        let lease = m.open("d1").await.unwrap();
+        m.shutdown().await;
+        let err = m
+            .submit(&lease, insert("late"), None, true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal, "{b:?}: acked after shutdown");
+        assert_eq!(lease.text(), "", "{b:?}");
     }
 }
