@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +23,12 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = crate::telemetry::prometheus_builder().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::debug!("a metrics recorder was already installed");
             }
+            crate::telemetry::describe();
             handle
         })
         .clone()
@@ -41,7 +42,14 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// - an 8 KiB HTTP/1 read buffer (hyper's minimum): it stays allocated for
 ///   the life of an upgraded WebSocket connection, and hyper's default lets
 ///   it grow to 16 KiB per idle client (see BENCHMARKS.md).
-async fn serve(listener: TcpListener, router: axum::Router, token: CancellationToken) {
+///
+/// `socketio_path` is `--socketio-path`, where engine.io serves.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    token: CancellationToken,
+    socketio_path: Arc<str>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
     use tower::ServiceExt;
@@ -66,15 +74,13 @@ async fn serve(listener: TcpListener, router: axum::Router, token: CancellationT
             tracing::warn!(error = %e, "TCP_NODELAY not set");
         }
         let (tcp, closer) = crate::net::Conn::new(tcp);
+        let socketio_path = socketio_path.clone();
         let svc = router.clone().map_request(
             move |req: axum::extract::Request<hyper::body::Incoming>| {
                 // Only engine.io keeps a request head; other requests need no copy.
-                let mut req = if req.uri().path().starts_with("/socket.io/") {
-                    detach_head(req)
-                } else {
-                    req
-                };
-                if let Some(sid) = upgraded_sid(&req) {
+                let socketio = is_socketio_request(req.uri().path(), &socketio_path);
+                let mut req = if socketio { detach_head(req) } else { req };
+                if socketio && let Some(sid) = upgraded_sid(&req) {
                     closer.register(sid);
                 }
                 req.extensions_mut()
@@ -128,6 +134,13 @@ fn detach_head<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
         parts.uri = uri;
     }
     axum::http::Request::from_parts(parts, body)
+}
+
+/// Whether engine.io serves `path` when configured with `socketio_path`
+/// (the path itself or below it, as engineioxide matches).
+fn is_socketio_request(path: &str, socketio_path: &str) -> bool {
+    path.strip_prefix(socketio_path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The engine.io session a WebSocket request upgrades (`?transport=websocket&sid=…`).
@@ -185,6 +198,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         .max_payload(frame_limit as u64)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
+        .req_path(config.socketio_path.clone())
         .with_state(app.clone())
         .build_layer();
     protocol::native::register(&io);
@@ -195,9 +209,12 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
     if config.web_dir.join("index.html").is_file() {
         router = router.fallback_service(ServeDir::new(&config.web_dir));
     }
-    let router = router
-        .layer(layer)
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    router = router.layer(layer);
+    // Outside the Socket.IO layer: long-polling requests get CORS headers too.
+    if let Some(cors) = http::cors_layer(&config.cors_origins) {
+        router = router.layer(cors);
+    }
+    let router = router.layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(App {
         router,
         io,
@@ -210,14 +227,17 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
 /// socket, drains the update log and flushes every dirty document.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The address actually bound (port 0 becomes the real port), for `public_url()`.
+    let addr = listener.local_addr()?;
+    config.bind = addr;
     let App {
         router,
         io,
         manager,
-        ..
+        config,
     } = build_app(config).await?;
     let token = CancellationToken::new();
     let maintenance = tokio::spawn(
@@ -236,9 +256,8 @@ pub async fn run(
         });
     }
 
-    let addr = listener.local_addr()?;
-    tracing::info!("listening on http://{addr}");
-    serve(listener, router, token.clone()).await;
+    tracing::info!("listening on {addr}, open {}", config.public_url());
+    serve(listener, router, token.clone(), config.socketio_path.as_str().into()).await;
     let _ = maintenance.await;
     manager.shutdown().await;
     tracing::info!("stopped");

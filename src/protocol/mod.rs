@@ -141,6 +141,7 @@ impl Fanout for Hub {
             emit_or_kick(s, "sync-update", update)
         });
         metrics::counter!("tandem_update_deliveries_total").increment(n);
+        metrics::counter!("tandem_update_bytes_out_total").increment(n * update.len() as u64);
     }
 
     fn awareness(&self, session_id: &str, update: &Bytes, except: Option<&str>) {
@@ -454,6 +455,21 @@ fn merge_awareness(into: &mut AwarenessUpdate, newer: AwarenessUpdate) {
 /// A document update from a socket: role, size and budget checks, then the
 /// core. With `want_ack`, returns once the update is durably logged.
 pub async fn accept_update(
+    s: &SocketRef,
+    st: &AppState,
+    conn: &Arc<ConnState>,
+    doc: &Arc<SessionDoc>,
+    update: Bytes,
+    want_ack: bool,
+    dialect: Dialect,
+) -> Result<(), Error> {
+    let len = update.len();
+    let result = check_and_submit(s, st, conn, doc, update, want_ack, dialect).await;
+    crate::telemetry::update_received(len, result.as_ref().err());
+    result
+}
+
+async fn check_and_submit(
     s: &SocketRef,
     st: &AppState,
     conn: &Arc<ConnState>,

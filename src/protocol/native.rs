@@ -131,6 +131,7 @@ async fn authenticate_mw(
     // CONNECT and then spawns the connect handler, so events a client sends
     // right after CONNECT would find no handler and be dropped.
     register_handlers(&s);
+    crate::telemetry::connection_opened("native");
     Ok(())
 }
 
@@ -290,6 +291,7 @@ fn register_handlers(s: &SocketRef) {
         );
     }
     s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
+        crate::telemetry::connection_closed("native");
         let ids: Vec<String> = ctx(&s)
             .joined
             .lock()

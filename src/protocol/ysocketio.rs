@@ -56,6 +56,7 @@ async fn connect_mw(
     // Handlers go on before CONNECT is sent (see native.rs).
     register_handlers(&s);
     super::count_namespaces(&io);
+    crate::telemetry::connection_opened("ysocketio");
     Ok(())
 }
 
@@ -190,6 +191,7 @@ fn register_handlers(s: &SocketRef) {
         },
     );
     s.on_disconnect(async |s: SocketRef, State(st): State<AppState>| {
+        crate::telemetry::connection_closed("ysocketio");
         let c = ctx(&s);
         leave_presence(&st, &c.doc, s.id.as_str(), &c.conn.user);
         s.extensions.remove::<Arc<YSocket>>();
