@@ -240,7 +240,9 @@ fn parse_public_url(s: &str) -> Result<String, String> {
         .or_else(|| u.strip_prefix("https://"))
         .unwrap_or_default();
     if rest.is_empty() || rest.contains([' ', '?', '#']) {
-        return Err(format!("`{s}`: expected a URL such as `https://tandem.example.com`"));
+        return Err(format!(
+            "`{s}`: expected a URL such as `https://tandem.example.com`"
+        ));
     }
     Ok(u.to_owned())
 }

@@ -257,9 +257,30 @@ pub async fn run(
     }
 
     tracing::info!("listening on {addr}, open {}", config.public_url());
-    serve(listener, router, token.clone(), config.socketio_path.as_str().into()).await;
+    serve(
+        listener,
+        router,
+        token.clone(),
+        config.socketio_path.as_str().into(),
+    )
+    .await;
     let _ = maintenance.await;
     manager.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_socketio_request;
+
+    #[test]
+    fn socketio_requests_follow_the_configured_path() {
+        assert!(is_socketio_request("/socket.io/", "/socket.io"));
+        assert!(is_socketio_request("/socket.io", "/socket.io"));
+        assert!(!is_socketio_request("/socket.iox/", "/socket.io"));
+        assert!(!is_socketio_request("/api/sessions", "/socket.io"));
+        assert!(is_socketio_request("/api/socket/io/", "/api/socket/io"));
+        assert!(!is_socketio_request("/socket.io/", "/api/socket/io"));
+    }
 }

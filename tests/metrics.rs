@@ -219,19 +219,26 @@ fn every_series_in_the_source_is_described() {
             let src = std::fs::read_to_string(&path).unwrap();
             // `counter!("tandem_…"`, `gauge!(…`, `histogram!(…`.
             for (i, _) in src.match_indices("!(\"tandem_") {
-                let name: String = src[i + 3..]
-                    .chars()
-                    .take_while(|c| *c != '"')
-                    .collect();
+                let name: String = src[i + 3..].chars().take_while(|c| *c != '"').collect();
                 if !catalogue.contains(&format!("\"{name}\"")) {
                     missing.insert(format!("{name} ({})", path.display()));
                 }
             }
         }
     }
-    assert!(missing.is_empty(), "not described in src/telemetry.rs: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not described in src/telemetry.rs: {missing:?}"
+    );
     // The catalogue's own helpers emit these.
-    for name in ["tandem_connections", "tandem_updates_rejected_total", "tandem_update_bytes_in_total"] {
-        assert!(catalogue.matches(&format!("\"{name}\"")).count() >= 2, "{name}");
+    for name in [
+        "tandem_connections",
+        "tandem_updates_rejected_total",
+        "tandem_update_bytes_in_total",
+    ] {
+        assert!(
+            catalogue.matches(&format!("\"{name}\"")).count() >= 2,
+            "{name}"
+        );
     }
 }
