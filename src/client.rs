@@ -138,6 +138,17 @@ impl Client {
         nsp: &str,
         auth: Option<Value>,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        Self::connect_at(base_url, "/socket.io", nsp, auth).await
+    }
+
+    /// [`connect`](Self::connect) to a server whose Socket.IO endpoint is
+    /// at `path` (its `--socketio-path`, e.g. `/api/socket/io`).
+    pub async fn connect_at(
+        base_url: &str,
+        path: &str,
+        nsp: &str,
+        auth: Option<Value>,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
         let hostport = base_url
             .trim_start_matches("http://")
             .trim_start_matches("ws://")
@@ -145,7 +156,8 @@ impl Client {
             .to_owned();
         let tcp = tokio::net::TcpStream::connect(&hostport).await?;
         tcp.set_nodelay(true)?;
-        let url = format!("ws://{hostport}/socket.io/?EIO=4&transport=websocket");
+        let path = path.trim_end_matches('/');
+        let url = format!("ws://{hostport}{path}/?EIO=4&transport=websocket");
         let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
         let (mut sink, mut stream) = ws.split();
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::Role;
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -184,6 +185,88 @@ pub struct Config {
     /// Directory of the built web editor to serve at `/` (skipped if missing).
     #[arg(long, env = "TANDEM_WEB_DIR", default_value = "web/dist")]
     pub web_dir: PathBuf,
+
+    /// Log output: `pretty` (human-readable lines) or `json` (one object per line).
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Origin allowed to call the HTTP API and Socket.IO long-polling from a
+    /// browser page of another origin (CORS), e.g. `https://app.example.com`;
+    /// repeatable or comma-separated, `*` for any. Default: none, same origin only.
+    #[arg(long = "cors-origin", env = "TANDEM_CORS_ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// URL path of the Socket.IO endpoint (both dialects), e.g. `/api/socket/io`
+    /// behind a proxy that serves everything under `/api`.
+    #[arg(long, env = "TANDEM_SOCKETIO_PATH", default_value = "/socket.io", value_parser = parse_socketio_path)]
+    pub socketio_path: String,
+
+    /// Public base URL of this server, as browsers reach it (printed at
+    /// start-up, used for invite links). Default: `http://<bind address>`.
+    #[arg(long, env = "TANDEM_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// The public base URL (no trailing slash): `--public-url`, else
+    /// `http://` and the bind address (an unspecified address such as
+    /// `0.0.0.0` shows as `localhost`). [`crate::server::run`] replaces a
+    /// bind port 0 with the port actually bound.
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let addr = self.bind;
+        if addr.ip().is_unspecified() {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    }
+}
+
+/// A CORS origin: `*`, or `scheme://host[:port]` (a trailing `/` is dropped).
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s == "*" {
+        return Ok(s.to_owned());
+    }
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{s}`: an origin is `*` or `http(s)://host[:port]`"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', ',']) {
+        return Err(format!(
+            "`{s}`: an origin is `http(s)://host[:port]`, without a path"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// A Socket.IO path: starts with `/`, no trailing `/` (dropped), no query.
+fn parse_socketio_path(s: &str) -> Result<String, String> {
+    let p = s.trim().trim_end_matches('/');
+    if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "`{s}`: expected a path such as `/socket.io` or `/api/socket/io`"
+        ));
+    }
+    Ok(p.to_owned())
+}
+
+/// A public URL: `http(s)://…`, without a trailing `/`.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let u = s.trim().trim_end_matches('/');
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .unwrap_or_default();
+    if rest.is_empty() || rest.contains([' ', '?', '#']) {
+        return Err(format!(
+            "`{s}`: expected a URL such as `https://tandem.example.com`"
+        ));
+    }
+    Ok(u.to_owned())
 }
 
 impl Default for Config {
@@ -232,6 +315,10 @@ mod tests {
         assert_eq!(c.updates_per_second, 100);
         assert_eq!(c.update_burst, 200);
         assert_eq!(c.anonymous, Anonymous::Off);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert!(c.cors_origins.is_empty());
+        assert_eq!(c.socketio_path, "/socket.io");
+        assert_eq!(c.public_url(), "http://127.0.0.1:3000");
         let cli = Cli::parse_from([
             "tandem",
             "token",
@@ -246,5 +333,50 @@ mod tests {
             Some(Command::Token(t)) => assert_eq!(t.sessions, vec![("a".into(), Role::Viewer)]),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn operability_flags_parse_and_validate() {
+        let c = Cli::try_parse_from([
+            "tandem",
+            "--log-format",
+            "json",
+            "--cors-origin",
+            "https://a.example,http://b.example:8080/",
+            "--cors-origin",
+            "https://c.example",
+            "--socketio-path",
+            "/api/socket/io/",
+            "--public-url",
+            "https://tandem.example.com/",
+        ])
+        .unwrap()
+        .serve;
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.cors_origins,
+            [
+                "https://a.example",
+                "http://b.example:8080",
+                "https://c.example"
+            ]
+        );
+        assert_eq!(c.socketio_path, "/api/socket/io");
+        assert_eq!(c.public_url(), "https://tandem.example.com");
+        for bad in [
+            ["--cors-origin", "example.com"],
+            ["--cors-origin", "https://a.example/path"],
+            ["--socketio-path", "socket.io"],
+            ["--socketio-path", "/"],
+            ["--public-url", "tandem.example.com"],
+            ["--log-format", "xml"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["tandem", bad[0], bad[1]]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        let any = Cli::parse_from(["tandem", "--bind", "0.0.0.0:8080"]).serve;
+        assert_eq!(any.public_url(), "http://localhost:8080");
     }
 }

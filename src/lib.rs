@@ -15,6 +15,7 @@
 //! - [`auth`]: JWTs and the role rule; [`model`], [`error`]: shared types.
 //! - [`trace`]: real editing traces as Yjs updates (benches, tests, load generator).
 //! - [`client`]: a minimal Socket.IO client for tests and the load generator.
+//! - [`telemetry`]: the described Prometheus series and the log format.
 
 pub mod auth;
 pub mod client;
@@ -27,4 +28,5 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod trace;

@@ -5,18 +5,16 @@ use std::collections::HashMap;
 use clap::Parser;
 use tandem::auth::{Auth, load_or_create_secret};
 use tandem::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new("info,socketioxide=warn,engineioxide=warn,sqlx=warn")
-        }))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Serve(c)) => c.log_format,
+        Some(Command::Token(_)) => Default::default(),
+        None => cli.serve.log_format,
+    };
+    tandem::telemetry::init_tracing(log_format);
     match cli.command {
         Some(Command::Token(t)) => {
             let secret = load_or_create_secret(t.secret.secret.as_deref(), &t.secret.data_dir)?;

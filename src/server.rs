@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +23,12 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = crate::telemetry::prometheus_builder().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::debug!("a metrics recorder was already installed");
             }
+            crate::telemetry::describe();
             handle
         })
         .clone()
@@ -84,7 +85,7 @@ async fn serve(
         let socketio_path = limits.socketio_path.clone();
         let svc = tower::service_fn(move |req: axum::extract::Request<hyper::body::Incoming>| {
             // Only engine.io keeps a request head; other requests need no copy.
-            let is_socketio = req.uri().path().starts_with(&*socketio_path);
+            let is_socketio = is_socketio_request(req.uri().path(), &socketio_path);
             let mut req = if is_socketio { detach_head(req) } else { req };
             let upgrade_sid = is_socketio
                 .then(|| upgraded_sid(&req).map(str::to_owned))
@@ -228,6 +229,13 @@ fn detach_head<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
     axum::http::Request::from_parts(parts, body)
 }
 
+/// Whether engine.io serves `path` when configured with `socketio_path`
+/// (the path itself or below it, as engineioxide matches).
+fn is_socketio_request(path: &str, socketio_path: &str) -> bool {
+    path.strip_prefix(socketio_path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The engine.io session a WebSocket upgrade request names
 /// (`?transport=websocket&sid=…` with `Upgrade: websocket`).
 fn upgraded_sid<B>(req: &axum::http::Request<B>) -> Option<&str> {
@@ -295,6 +303,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         .max_payload(frame_limit as u64)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
+        .req_path(config.socketio_path.clone())
         .with_state(app.clone())
         .build_layer();
     protocol::native::register(&io);
@@ -305,9 +314,12 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
     if config.web_dir.join("index.html").is_file() {
         router = router.fallback_service(ServeDir::new(&config.web_dir));
     }
-    let router = router
-        .layer(layer)
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    router = router.layer(layer);
+    // Outside the Socket.IO layer: long-polling requests get CORS headers too.
+    if let Some(cors) = http::cors_layer(&config.cors_origins) {
+        router = router.layer(cors);
+    }
+    let router = router.layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(App {
         router,
         io,
@@ -320,9 +332,12 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
 /// socket, drains the update log and flushes every dirty document.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The address actually bound (port 0 becomes the real port), for `public_url()`.
+    let addr = listener.local_addr()?;
+    config.bind = addr;
     let App {
         router,
         io,
@@ -346,15 +361,30 @@ pub async fn run(
         });
     }
 
-    let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
+    tracing::info!("open {} in a browser", config.public_url());
     let limits = ServeLimits {
         max_connections_per_ip: config.max_connections_per_ip,
-        socketio_path: Arc::from("/socket.io/"),
+        socketio_path: config.socketio_path.as_str().into(),
     };
     serve(listener, router, token.clone(), limits).await;
     let _ = maintenance.await;
     manager.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_socketio_request;
+
+    #[test]
+    fn socketio_requests_follow_the_configured_path() {
+        assert!(is_socketio_request("/socket.io/", "/socket.io"));
+        assert!(is_socketio_request("/socket.io", "/socket.io"));
+        assert!(!is_socketio_request("/socket.iox/", "/socket.io"));
+        assert!(!is_socketio_request("/api/sessions", "/socket.io"));
+        assert!(is_socketio_request("/api/socket/io/", "/api/socket/io"));
+        assert!(!is_socketio_request("/socket.io/", "/api/socket/io"));
+    }
 }

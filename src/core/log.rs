@@ -101,6 +101,7 @@ async fn writer(
             }
         }
         entries.extend(batch.iter().map(|i| i.entry.clone()));
+        let started = std::time::Instant::now();
         let mut ok = false;
         for attempt in 0..3u32 {
             match store.append_updates(&entries).await {
@@ -116,6 +117,8 @@ async fn writer(
         }
         metrics::counter!("tandem_log_rows_total").increment(entries.len() as u64);
         metrics::counter!("tandem_log_commits_total").increment(1);
+        metrics::histogram!("tandem_log_batch_rows").record(entries.len() as f64);
+        metrics::histogram!("tandem_log_commit_seconds").record(started.elapsed().as_secs_f64());
         entries.clear();
         for item in batch.drain(..) {
             if !ok {

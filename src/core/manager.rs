@@ -175,6 +175,7 @@ impl DocManager {
                         SessionDoc::load(id, &stored, &self.cfg.limits).map_err(Error::from)?;
                     metrics::histogram!("tandem_document_load_seconds")
                         .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("tandem_documents_loaded_total").increment(1);
                     tracing::debug!(
                         session_id = id,
                         rows = stored.updates.len(),

@@ -44,6 +44,37 @@ impl HttpState {
     }
 }
 
+/// CORS for browser pages of other origins (`--cors-origin`): `None` when no
+/// origin is allowed, so responses carry no CORS headers at all and browsers
+/// keep the same-origin rule. Tokens travel in `Authorization`, never in
+/// cookies, so credentials are not allowed.
+pub fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
 /// All HTTP routes (the Socket.IO layer is added by the server).
 pub fn router(state: HttpState) -> Router {
     // Bodies are small JSON or one Yjs update.

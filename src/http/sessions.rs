@@ -406,11 +406,17 @@ pub async fn apply_update(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&st, &user, &id, Role::Editor).await?;
-    let doc = st.app.manager.open(&id).await?;
-    st.app.manager.limits().check_update_size(body.len())?;
-    st.app.manager.submit(&doc, body, None, true).await?;
-    Ok(Json(serde_json::json!({ "ok": true })))
+    let len = body.len();
+    let result = async {
+        authorize(&st, &user, &id, Role::Editor).await?;
+        let doc = st.app.manager.open(&id).await?;
+        st.app.manager.limits().check_update_size(body.len())?;
+        st.app.manager.submit(&doc, body, None, true).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    crate::telemetry::update_received(len, result.as_ref().err().map(|e| &e.0));
+    result.map(|()| Json(serde_json::json!({ "ok": true })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,6 +472,7 @@ pub async fn guest(
         st.app.config.trust_proxy_headers,
     );
     if let Err(not_until) = st.guest_limiter.check_key(&ip) {
+        metrics::counter!("tandem_guest_sign_ins_rate_limited_total").increment(1);
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));

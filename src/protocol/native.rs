@@ -160,6 +160,8 @@ pub fn register(io: &SocketIo) {
 }
 
 async fn on_connect(s: SocketRef) {
+    // Counted here: only a connected socket ever runs its disconnect handler.
+    crate::telemetry::connection_opened("native");
     tracing::debug!(socket_id = %s.id, user_id = %ctx(&s).conn.user.id, "native socket connected");
 }
 
@@ -303,6 +305,7 @@ fn register_handlers(s: &SocketRef) {
         );
     }
     s.on_disconnect(async |s: SocketRef| {
+        crate::telemetry::connection_closed("native");
         // Close first, then drop every presence outside the lock (dropping
         // one broadcasts its removal).
         let c = ctx(&s);

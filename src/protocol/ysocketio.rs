@@ -217,6 +217,7 @@ async fn on_connect(s: SocketRef, State(st): State<AppState>) {
     let c = ctx(&s);
     // Connected: no longer in flight.
     lock(&c.pending).take();
+    crate::telemetry::connection_opened("ysocketio");
     request_client_diff(
         s.clone(),
         st.clone(),
@@ -278,6 +279,7 @@ fn register_handlers(s: &SocketRef) {
         },
     );
     s.on_disconnect(async |s: SocketRef| {
+        crate::telemetry::connection_closed("ysocketio");
         // Dropping the state removes the presence (awareness, user-left).
         s.extensions.remove::<Arc<YSocket>>();
     });
