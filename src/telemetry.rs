@@ -105,6 +105,14 @@ pub fn describe() {
         "tandem_guest_sign_ins_rate_limited_total",
         "Guest sign-ins refused by the per-IP rate limit."
     );
+    describe_counter!(
+        "tandem_joins_rate_limited_total",
+        "join-session requests refused by the per-socket join budget."
+    );
+    describe_counter!(
+        "tandem_connections_refused_total",
+        "TCP connections closed at accept (reason: per_ip_limit)."
+    );
 
     // Persistence.
     describe_counter!(

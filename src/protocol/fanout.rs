@@ -108,6 +108,7 @@ impl Fanout for Hub {
             emit_or_kick(s, "sync-update", update)
         });
         metrics::counter!("tandem_update_deliveries_total").increment(n);
+        metrics::counter!("tandem_update_bytes_out_total").increment(n * update.len() as u64);
     }
 
     fn awareness(&self, session_id: &str, update: &Bytes, except: Option<&str>) {

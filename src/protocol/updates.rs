@@ -25,6 +25,21 @@ pub async fn accept_update(
     want_ack: bool,
     dialect: Dialect,
 ) -> Result<(), Error> {
+    let len = update.len();
+    let result = check_and_submit(s, st, conn, doc, update, want_ack, dialect).await;
+    crate::telemetry::update_received(len, result.as_ref().err());
+    result
+}
+
+async fn check_and_submit(
+    s: &SocketRef,
+    st: &AppState,
+    conn: &Arc<ConnState>,
+    doc: &DocLease,
+    update: Bytes,
+    want_ack: bool,
+    dialect: Dialect,
+) -> Result<(), Error> {
     if !doc.role_of(s.id.as_str()).is_some_and(Role::can_edit) {
         return Err(Error::new(
             crate::error::ErrorCode::Forbidden,
