@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorCode};
 
 /// `owner` > `editor` > `viewer`; `Ord` follows that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -79,6 +80,7 @@ pub fn user_color(user_id: &str) -> String {
 
 /// `Participant = { id, name, role, color }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Participant {
     pub id: String,
     pub name: String,
@@ -88,6 +90,7 @@ pub struct Participant {
 
 /// `ChatMessage = { id, sessionId, userId, userName, content, createdAt }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     pub id: i64,
