@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a tracked file depends on something outside the repository:
-# the sibling `shared/` folder (../shared, shared/traces, shared/PROTOCOL.md)
+# the sibling `shared` folder (its traces or its protocol text, by relative path)
 # or an absolute path into a workspace or home folder (including wherever
 # this clone itself lives). A fresh clone on its own must build, test and
 # benchmark; test data lives in tests/data/, the protocol in docs/.
