@@ -104,9 +104,9 @@ fn claims(doc: &str) -> Claims {
     let mut i = 0;
     while i < lines.len() {
         let is_table = lines[i].trim_start().starts_with('|')
-            && lines
-                .get(i + 1)
-                .is_some_and(|l| l.trim_start().starts_with("|--") || l.trim_start().starts_with("| --"));
+            && lines.get(i + 1).is_some_and(|l| {
+                l.trim_start().starts_with("|--") || l.trim_start().starts_with("| --")
+            });
         if !is_table {
             i += 1;
             continue;
@@ -147,12 +147,16 @@ fn problems(doc: &str, code: &Code) -> Vec<String> {
     let c = claims(doc);
     for e in &code.error_codes {
         if !c.error_table.contains(e) {
-            out.push(format!("error code {e} is missing from the error-code table"));
+            out.push(format!(
+                "error code {e} is missing from the error-code table"
+            ));
         }
     }
     for e in c.error_table.union(&c.error_mentions) {
         if !code.error_codes.contains(e) {
-            out.push(format!("the document names error code {e}, which ErrorCode lacks"));
+            out.push(format!(
+                "the document names error code {e}, which ErrorCode lacks"
+            ));
         }
     }
     for e in &code.events {
@@ -162,12 +166,16 @@ fn problems(doc: &str, code: &Code) -> Vec<String> {
     }
     for e in &c.events {
         if !code.events.contains(e) {
-            out.push(format!("the document lists event `{e}`, which src/protocol lacks"));
+            out.push(format!(
+                "the document lists event `{e}`, which src/protocol lacks"
+            ));
         }
     }
     for e in &c.example_events {
         if !code.events.contains(e) && !RESERVED_EVENTS.contains(&e.as_str()) {
-            out.push(format!("an example uses event `{e}`, which src/protocol lacks"));
+            out.push(format!(
+                "an example uses event `{e}`, which src/protocol lacks"
+            ));
         }
     }
     for r in &code.routes {
@@ -177,7 +185,9 @@ fn problems(doc: &str, code: &Code) -> Vec<String> {
     }
     for r in &c.routes {
         if !code.routes.contains(r) {
-            out.push(format!("the document names route `{r}`, which src/http/mod.rs lacks"));
+            out.push(format!(
+                "the document names route `{r}`, which src/http/mod.rs lacks"
+            ));
         }
     }
     out
@@ -212,27 +222,42 @@ fn the_check_catches_drift() {
     let cases: Vec<(&str, String)> = vec![
         ("a code missing", without_line("| `DOCUMENT_TOO_LARGE`")),
         ("an event missing", without_line("| `user-typing`")),
-        ("a route missing", doc.replace("`GET /api/sessions/{id}/chat", "`GET /api/sessions/{id}/talk")),
+        (
+            "a route missing",
+            doc.replace(
+                "`GET /api/sessions/{id}/chat",
+                "`GET /api/sessions/{id}/talk",
+            ),
+        ),
         (
             "an unknown code",
-            format!("{}\nAlso `FILE_NOT_FOUND`.\n{}", &doc[..planned_at], &doc[planned_at..]),
+            format!(
+                "{}\nAlso `FILE_NOT_FOUND`.\n{}",
+                &doc[..planned_at],
+                &doc[planned_at..]
+            ),
         ),
         (
             "an unknown event",
-            doc.replacen("| `leave-session` |", "| `leave-session` / `leave-all` |", 1),
+            doc.replacen(
+                "| `leave-session` |",
+                "| `leave-session` / `leave-all` |",
+                1,
+            ),
         ),
         (
             "an unknown route",
-            format!("{}\n`GET /api/sessions/{{id}}/files`\n{}", &doc[..planned_at], &doc[planned_at..]),
+            format!(
+                "{}\n`GET /api/sessions/{{id}}/files`\n{}",
+                &doc[..planned_at],
+                &doc[planned_at..]
+            ),
         ),
         ("no planned part", doc.replace(PLANNED_HEADING, "## Later")),
     ];
     for (what, mutated) in cases {
         assert_ne!(mutated, doc, "{what}: the mutation changed nothing");
-        assert!(
-            !problems(&mutated, &code).is_empty(),
-            "{what}: not caught"
-        );
+        assert!(!problems(&mutated, &code).is_empty(), "{what}: not caught");
     }
     // What only the Planned part names is not a claim.
     let planned = &doc[planned_at..];
@@ -242,13 +267,30 @@ fn the_check_catches_drift() {
 #[test]
 fn the_scanners_see_both_dialects() {
     let ev = code_scan::socket_events();
-    for e in ["join-session", "typing", "stop-typing", "sync-step-1", "sync-update", "awareness-update"] {
+    for e in [
+        "join-session",
+        "typing",
+        "stop-typing",
+        "sync-step-1",
+        "sync-update",
+        "awareness-update",
+    ] {
         assert!(ev.listened.contains(e), "listener {e} not found: {ev:?}");
     }
-    for e in ["yjs-update", "user-joined", "user-typing", "error", "sync-update", "awareness-update"] {
+    for e in [
+        "yjs-update",
+        "user-joined",
+        "user-typing",
+        "error",
+        "sync-update",
+        "awareness-update",
+    ] {
         assert!(ev.emitted.contains(e), "emit {e} not found: {ev:?}");
     }
     let routes = code_scan::http_routes();
     assert!(routes.contains(&("PATCH".into(), "/api/sessions/{id}".into())));
-    assert!(routes.contains(&("DELETE".into(), "/api/sessions/{id}/participants/{user_id}".into())));
+    assert!(routes.contains(&(
+        "DELETE".into(),
+        "/api/sessions/{id}/participants/{user_id}".into()
+    )));
 }

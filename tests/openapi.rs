@@ -3,9 +3,9 @@
 //! whose references all resolve, and whose authenticated operations name the
 //! bearer scheme.
 
-mod common;
 #[path = "support/code_scan.rs"]
 mod code_scan;
+mod common;
 
 use std::collections::BTreeSet;
 
@@ -55,7 +55,8 @@ async fn openapi_document_is_valid_and_lists_every_route() {
     let mut listed = BTreeSet::new();
     for (path, item) in raw["paths"].as_object().expect("paths") {
         for method in item.as_object().unwrap().keys() {
-            if ["get", "post", "put", "patch", "delete", "head", "options"].contains(&method.as_str())
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
             {
                 listed.insert((method.to_uppercase(), path.clone()));
             }
@@ -64,14 +65,23 @@ async fn openapi_document_is_valid_and_lists_every_route() {
     let routes = code_scan::http_routes();
     let missing: Vec<_> = routes.difference(&listed).collect();
     let extra: Vec<_> = listed.difference(&routes).collect();
-    assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
-    assert!(extra.is_empty(), "OpenAPI paths the router lacks: {extra:?}");
-    assert_eq!(doc.paths.paths.len(), raw["paths"].as_object().unwrap().len());
+    assert!(
+        missing.is_empty(),
+        "routes missing from the OpenAPI document: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "OpenAPI paths the router lacks: {extra:?}"
+    );
+    assert_eq!(
+        doc.paths.paths.len(),
+        raw["paths"].as_object().unwrap().len()
+    );
 
     // Path parameters are declared, operations answer something, refs resolve.
+    let template_param = regex::Regex::new(r"\{([^}]+)\}").unwrap();
     for (path, item) in raw["paths"].as_object().unwrap() {
-        let declared: BTreeSet<String> = regex::Regex::new(r"\{([^}]+)\}")
-            .unwrap()
+        let declared: BTreeSet<String> = template_param
             .captures_iter(path)
             .map(|c| c[1].to_owned())
             .collect();

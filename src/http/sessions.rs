@@ -24,8 +24,7 @@ use crate::store::{NewSession, SessionPatch};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `Session` of PROTOCOL.md.
-#[derive(Debug, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionJson {
     id: String,
@@ -41,8 +40,7 @@ pub struct SessionJson {
 }
 
 /// `Participant` plus whether the user is connected now.
-#[derive(Debug, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParticipantJson {
     id: String,
     name: String,
@@ -100,8 +98,7 @@ fn check_len(what: &str, v: &Option<String>, max: usize) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionFields {
     title: Option<String>,
@@ -333,8 +330,7 @@ pub async fn update(
     Ok(Json(session_json(session, None)))
 }
 
-#[derive(Debug, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     role: Role,
@@ -539,8 +535,7 @@ pub async fn apply_update(
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
-#[derive(Debug, Deserialize)]
-#[derive(utoipa::IntoParams)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChatQuery {
     /// Only messages with an id below this one (paging back).
@@ -582,8 +577,7 @@ pub async fn chat(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GuestBody {
     /// Display name, 1 to 64 characters after trimming.
     name: String,

@@ -80,7 +80,10 @@ pub fn http_routes() -> BTreeSet<(String, String)> {
             .captures(args)
             .unwrap_or_else(|| panic!("route path is not a string literal: {args}"))[1]
             .to_owned();
-        let methods: Vec<_> = method.captures_iter(args).map(|c| c[1].to_owned()).collect();
+        let methods: Vec<_> = method
+            .captures_iter(args)
+            .map(|c| c[1].to_owned())
+            .collect();
         assert!(!methods.is_empty(), "no method for route {path}");
         for m in methods {
             out.insert((m.to_uppercase(), path.clone()));
@@ -129,22 +132,23 @@ pub fn scan_events(file: &str, src: &str, into: &mut Events) {
     let on = Regex::new(r"\.on\(\s*").unwrap();
     let literal = Regex::new(r#"^"([^"]+)""#).unwrap();
     let ident = Regex::new(r"^([a-z_][a-z0-9_]*)\s*,").unwrap();
+    let tuple_first = Regex::new(r#"\(\s*"([^"]+)""#).unwrap();
     for m in on.find_iter(src) {
         let rest = &src[m.end()..];
         if let Some(c) = literal.captures(rest) {
             into.listened.insert(c[1].to_owned());
         } else if let Some(c) = ident.captures(rest) {
             let var = &c[1];
+            // Depends on the variable's name: built per use (rare).
+            #[allow(clippy::regex_creation_in_loops)]
             let looped = Regex::new(&format!(
                 r#"(?s)for\s*\(\s*{var}\s*,[^)]*\)\s*in\s*\[(.*?)\]\s*\{{"#
             ))
             .unwrap();
             let before = &src[..m.start()];
-            let list = looped
-                .captures_iter(before)
-                .last()
-                .unwrap_or_else(|| panic!("{file}: cannot tell which events `.on({var}, …)` names"));
-            let tuple_first = Regex::new(r#"\(\s*"([^"]+)""#).unwrap();
+            let list = looped.captures_iter(before).last().unwrap_or_else(|| {
+                panic!("{file}: cannot tell which events `.on({var}, …)` names")
+            });
             let names: Vec<_> = tuple_first
                 .captures_iter(&list[1])
                 .map(|c| c[1].to_owned())
@@ -161,8 +165,9 @@ pub fn scan_events(file: &str, src: &str, into: &mut Events) {
     // Emits: `emit_or_kick(target, "name", …)`, `.emit("name", …)`,
     // `.emit_with_ack::<…>("name", …)`. The one non-literal allowed is
     // `event`, the parameter `emit_or_kick` forwards.
-    let emit = Regex::new(r"(?:\bemit_or_kick\(\s*[^,()]+,|\.emit(?:_with_ack)?(?:::<[^>]*>)?\()\s*")
-        .unwrap();
+    let emit =
+        Regex::new(r"(?:\bemit_or_kick\(\s*[^,()]+,|\.emit(?:_with_ack)?(?:::<[^>]*>)?\()\s*")
+            .unwrap();
     for m in emit.find_iter(src) {
         let rest = &src[m.end()..];
         if let Some(c) = literal.captures(rest) {
