@@ -6,7 +6,7 @@
 //! - `awareness/*`: applying a 10-client awareness update.
 //! - `snapshot/*`: encoding the final rustcode document.
 //!
-//! Traces: Joseph Gentle's editing-traces (CC BY 4.0), `../shared/traces/`.
+//! Traces: Joseph Gentle's editing-traces (CC BY 4.0), `tests/data/traces/`.
 
 use std::sync::Arc;
 use std::time::Duration;

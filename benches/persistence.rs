@@ -11,7 +11,7 @@
 //!   against the live state size.
 //!
 //! PostgreSQL runs when `TANDEM_TEST_POSTGRES` is set (`make bench` sets it).
-//! Traces: Joseph Gentle's editing-traces, CC BY 4.0.
+//! Traces: Joseph Gentle's editing-traces, CC BY 4.0, `tests/data/traces/`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

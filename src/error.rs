@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Stable error codes of PROTOCOL.md. The wire form is SCREAMING_SNAKE_CASE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     Unauthorized,
@@ -24,6 +24,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in PROTOCOL.md's order (docs/PROTOCOL.md, "Error codes";
+    /// `tests/docs_consistency.rs` checks the two agree).
+    pub const ALL: [ErrorCode; 13] = [
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::SessionNotFound,
+        Self::InvalidSessionId,
+        Self::NotJoined,
+        Self::InvalidPayload,
+        Self::InvalidUpdate,
+        Self::UpdateTooLarge,
+        Self::DocumentTooLarge,
+        Self::RateLimited,
+        Self::MessageEmpty,
+        Self::MessageTooLong,
+        Self::Internal,
+    ];
+
     /// The wire name, e.g. `SESSION_NOT_FOUND`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,3 +136,44 @@ impl From<crate::store::StoreError> for Error {
 
 /// Result with the client-facing [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant's place in [`ErrorCode::ALL`]. The match is exhaustive,
+    /// so a new variant does not compile until it is given the next index
+    /// here, the reminder to append it to `ALL` (and to docs/PROTOCOL.md).
+    fn index(c: ErrorCode) -> usize {
+        match c {
+            ErrorCode::Unauthorized => 0,
+            ErrorCode::Forbidden => 1,
+            ErrorCode::SessionNotFound => 2,
+            ErrorCode::InvalidSessionId => 3,
+            ErrorCode::NotJoined => 4,
+            ErrorCode::InvalidPayload => 5,
+            ErrorCode::InvalidUpdate => 6,
+            ErrorCode::UpdateTooLarge => 7,
+            ErrorCode::DocumentTooLarge => 8,
+            ErrorCode::RateLimited => 9,
+            ErrorCode::MessageEmpty => 10,
+            ErrorCode::MessageTooLong => 11,
+            ErrorCode::Internal => 12,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_code_once_with_unique_wire_names() {
+        for (i, c) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(index(c), i, "{c} out of place in ErrorCode::ALL");
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::Value::String(c.as_str().to_owned()),
+                "serde and as_str disagree"
+            );
+        }
+        let names: std::collections::HashSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "duplicate wire names");
+    }
+}

@@ -7,7 +7,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorCode};
 
 /// `owner` > `editor` > `viewer`; `Ord` follows that order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -78,7 +90,7 @@ pub fn user_color(user_id: &str) -> String {
 }
 
 /// `Participant = { id, name, role, color }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Participant {
     pub id: String,
     pub name: String,
@@ -87,7 +99,7 @@ pub struct Participant {
 }
 
 /// `ChatMessage = { id, sessionId, userId, userName, content, createdAt }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     pub id: i64,

@@ -1,5 +1,6 @@
 //! Real editing traces (Joseph Gentle's editing-traces, CC BY 4.0) turned
-//! into Yjs updates, for benchmarks, tests and the load generator.
+//! into Yjs updates, for benchmarks, tests and the load generator. The ones
+//! used are shipped in `tests/data/traces/` (credits in its `LICENSE.md`).
 //!
 //! Sequential format (gzipped JSON): `{ startContent, endContent, txns: [ {
 //! patches: [[pos, delCount, insertText], …] } ] }`, positions in Unicode
@@ -58,12 +59,12 @@ pub fn load_sequential(path: impl AsRef<Path>) -> anyhow::Result<Trace> {
     Ok(trace)
 }
 
-/// The trace directory shipped beside the repository (`../shared/traces`),
-/// or `TANDEM_TRACES` if set.
+/// The traces shipped in the repository (`tests/data/traces`, see its
+/// `LICENSE.md`), or the folder `TANDEM_TRACES` names.
 pub fn traces_dir() -> std::path::PathBuf {
     std::env::var_os("TANDEM_TRACES")
         .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces"))
 }
 
 /// Replays the trace into a fresh document and returns each transaction's

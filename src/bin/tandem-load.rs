@@ -51,7 +51,8 @@ struct Args {
     /// How long to send, in seconds (at most 600).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Trace file (gzipped JSON, editing-traces format) replayed by each editor.
+    /// Trace file (gzipped JSON, editing-traces format) replayed by each
+    /// editor [default: tests/data/traces/sveltecomponent.json.gz].
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
     /// JWT secret to mint tokens with (Tandem); omit for servers without auth.

@@ -6,10 +6,27 @@ use axum::response::IntoResponse;
 
 use super::HttpState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "The process is up",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain"))
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "The database is reachable",
+    responses(
+        (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "`database unreachable`", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
     match st.app.manager.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready".to_owned()),
@@ -23,6 +40,13 @@ pub async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (bind the server privately or filter this path at the proxy)",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     metrics::gauge!("tandem_documents_loaded").set(st.app.manager.loaded() as f64);
     (

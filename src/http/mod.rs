@@ -5,6 +5,7 @@
 mod error;
 mod extract;
 mod health;
+pub mod openapi;
 mod sessions;
 
 use std::net::IpAddr;
@@ -99,6 +100,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

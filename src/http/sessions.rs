@@ -24,7 +24,7 @@ use crate::store::{NewSession, SessionPatch};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `Session` of PROTOCOL.md.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionJson {
     id: String,
@@ -40,7 +40,7 @@ pub struct SessionJson {
 }
 
 /// `Participant` plus whether the user is connected now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParticipantJson {
     id: String,
     name: String,
@@ -98,7 +98,7 @@ fn check_len(what: &str, v: &Option<String>, max: usize) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionFields {
     title: Option<String>,
@@ -129,6 +129,19 @@ fn new_session_id() -> String {
         .collect()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "sessions",
+    summary = "Create a session; the caller becomes its owner",
+    request_body(content = SessionFields),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new session", body = SessionJson),
+        (status = 400, description = "INVALID_PAYLOAD: not the expected JSON, or title above 200 / language above 64 characters", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn create(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -162,6 +175,17 @@ pub async fn create(
     Err(Error::internal().into())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "sessions",
+    summary = "The sessions the caller participates in",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Sessions, without participants", body = Vec<SessionJson>),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn list(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -180,6 +204,21 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    summary = "A session with its participants (viewer+)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session with participants", body = SessionJson),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn get(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -272,6 +311,22 @@ async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) 
     Ok(())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    summary = "Change title, language, visibility or public role (owner)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = SessionFields),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated session", body = SessionJson),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn update(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -299,12 +354,28 @@ pub async fn update(
     Ok(Json(session_json(session, None)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     role: Role,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/sessions/{id}/participants/{user_id}",
+    tag = "sessions",
+    summary = "Grant or change a user's role (owner)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "The user id (`sub`) whose role changes")),
+    request_body(content = RoleBody),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Role set"),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not the owner, or the owner's own role would change", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn put_participant(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -314,6 +385,21 @@ pub async fn put_participant(
     set_participant(st, user, id, target, Some(body.role)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}/participants/{user_id}",
+    tag = "sessions",
+    summary = "Remove a user's role (owner)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$"), ("user_id" = String, Path, description = "The user id (`sub`) whose role changes")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Role removed"),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: not the owner, or the target is the session's owner", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn delete_participant(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -350,6 +436,21 @@ async fn set_participant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    summary = "Delete the session and all its data (owner)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; connected sockets get SESSION_NOT_FOUND"),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn delete(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -364,6 +465,21 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/text",
+    tag = "document",
+    summary = "The current text (viewer+)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The text of the root Y.Text `monaco`", body = String, content_type = "text/plain"),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn text(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -377,6 +493,21 @@ pub async fn text(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/state",
+    tag = "document",
+    summary = "The whole document as one Yjs v1 update (viewer+)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Yjs v1 update", body = super::openapi::YjsUpdate, content_type = "application/octet-stream"),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn state(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -400,6 +531,23 @@ async fn open_for_viewer(
     Ok(st.app.manager.open(id).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/update",
+    tag = "document",
+    summary = "Apply a Yjs v1 update server-side and broadcast it (editor+)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = super::openapi::YjsUpdate, content_type = "application/octet-stream", description = "One Yjs v1 update"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Applied and durably logged", body = super::openapi::OkResponse),
+        (status = 400, description = "INVALID_UPDATE (the body is not a Yjs v1 update) or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: viewers cannot edit", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+        (status = 413, description = "UPDATE_TOO_LARGE or DOCUMENT_TOO_LARGE", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn apply_update(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -419,12 +567,30 @@ pub async fn apply_update(
     result.map(|()| Json(serde_json::json!({ "ok": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChatQuery {
+    /// Only messages with an id below this one (paging back).
     before: Option<i64>,
+    /// How many messages, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}/chat",
+    tag = "chat",
+    summary = "Chat history, oldest first (viewer+)",
+    params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$"), ChatQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Up to `limit` messages with id < `before`, oldest first", body = Vec<ChatMessage>),
+        (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn chat(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -448,11 +614,25 @@ pub async fn chat(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GuestBody {
+    /// Display name, 1 to 64 characters after trimming.
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/guest",
+    tag = "auth",
+    summary = "Sign in as a guest: a new user id and a 24-hour token",
+    request_body(content = GuestBody),
+    responses(
+        (status = 200, description = "Token and user", body = super::openapi::GuestResponse),
+        (status = 400, description = "INVALID_PAYLOAD: name empty after trimming or above 64 characters", body = super::openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: guest sign-in is disabled (--guest-sign-in false)", body = super::openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED (Retry-After header)", body = super::openapi::ErrorBody),
+    )
+)]
 /// Guest sign-in: a fresh user id and a token, rate limited per client IP.
 pub async fn guest(
     State(st): State<HttpState>,

@@ -16,7 +16,7 @@ import { withServer, waitFor, sleep, text } from './harness.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const TRACE = process.env.TANDEM_TRACES
   ? resolve(process.env.TANDEM_TRACES, 'sveltecomponent.json.gz')
-  : resolve(here, '../../../../shared/traces/sveltecomponent.json.gz');
+  : resolve(here, '../../data/traces/sveltecomponent.json.gz');
 
 test('[HTTP API] the sveltecomponent trace through one provider: watchers, a halfway joiner and the server end with endContent',
   { skip: existsSync(TRACE) ? false : `trace not found at ${TRACE} (set TANDEM_TRACES)`, timeout: 90000 }, async () => {
