@@ -192,12 +192,15 @@ fn awareness_and_snapshot(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let d = SessionDoc::load("a", &StoredDocument::default(), &limits()).unwrap();
-                d.join("c1", &user, Role::Editor);
+                // One connection per peer, as in a session.
+                for i in 0..updates.len() {
+                    d.join(&format!("c{i}"), &user, Role::Editor);
+                }
                 d
             },
             |d| {
-                for u in &updates {
-                    d.apply_awareness("c1", u).unwrap();
+                for (i, u) in updates.iter().enumerate() {
+                    d.apply_awareness(&format!("c{i}"), u).unwrap();
                 }
                 d
             },
@@ -231,7 +234,7 @@ fn awareness_and_snapshot(c: &mut Criterion) {
                 .encode_state_as_update_v1(&StateVector::default())
         })
     });
-    g.bench_function("tandem_encode_state", |b| b.iter(|| doc.encode_state()));
+    g.bench_function("tandem_encode_state", |b| b.iter(|| doc.encode_state().unwrap()));
     g.finish();
 }
 

@@ -206,7 +206,7 @@ async fn main() {
             let doc = m.open("snap").await.unwrap();
             apply_all(&m, &doc, &rustcode).await;
         }
-        let state = m.get_loaded("snap").unwrap().encode_state();
+        let state = m.get_loaded("snap").unwrap().encode_state().unwrap();
         let mut writes = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
@@ -243,7 +243,7 @@ async fn main() {
         let live = {
             let doc = m.open("paper").await.unwrap();
             apply_all(&m, &doc, &paper).await;
-            doc.encode_state().len()
+            doc.encode_state().unwrap().len()
         };
         let before = sstore.storage_stats().await.unwrap();
         m.shutdown().await; // flushes: one compaction folds every row in

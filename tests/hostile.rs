@@ -829,3 +829,59 @@ async fn ysocketio_refusals_keep_their_codes() {
         assert!(err.to_string().ends_with(want), "{ns:.40}: {err}");
     }
 }
+
+// ---- defect 6: an update racing a leave and eviction ----------------------
+
+/// A native `yjs-update` racing the socket's own `leave-session` while
+/// another session's load evicts the document: an acknowledged update must
+/// be in the document whoever loads it next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_updates_survive_a_leave_racing_eviction() {
+    let srv = TestServer::start(Backend::Sqlite, |c| {
+        c.max_loaded_documents = 1;
+        c.joins_per_second = 10_000;
+    })
+    .await;
+    let s1 = public_session(&srv, "owner", "editor").await;
+    let s2 = public_session(&srv, "owner", "editor").await;
+    let p = Peer::connect(&srv.url, Some(&srv.token("p", &[])))
+        .await
+        .unwrap();
+    let q = Client::connect(&srv.url, "/", Some(json!({ "token": srv.token("q", &[]) })))
+        .await
+        .unwrap()
+        .0;
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        p.join(&s1).await;
+        let e = p.edit(|t, txn| {
+            let n = t.len(txn);
+            t.insert(txn, n, &format!("<{i}>"))
+        });
+        let update = p
+            .client
+            .emit_with_ack("yjs-update", vec![Arg::json(&s1), Arg::bin(e)], T);
+        p.client
+            .emit("leave-session", vec![Arg::json(json!({ "sessionId": s1 }))])
+            .unwrap();
+        let evict = q.emit_with_ack(
+            "join-session",
+            vec![Arg::json(json!({ "sessionId": s2 }))],
+            T,
+        );
+        let (r, _) = tokio::join!(update, evict);
+        q.emit("leave-session", vec![Arg::json(json!({ "sessionId": s2 }))])
+            .unwrap();
+        if r.unwrap()[0].as_json().unwrap()["ok"] == true {
+            acked.push(i);
+        }
+    }
+    assert!(!acked.is_empty());
+    let text = text_of(&srv, &srv.token("owner", &[]), &s1).await;
+    for i in acked {
+        assert!(
+            text.contains(&format!("<{i}>")),
+            "acked edit {i} lost: {text}"
+        );
+    }
+}

@@ -15,7 +15,10 @@
 //!   recursively or experimentally: subdocuments, weak links, `Any` values
 //!   nested deeper than [`MAX_ANY_DEPTH`].
 //!
-//! The delete set that follows the structs is flat and left to yrs.
+//! Every count in the update (clients, structs, delete ranges) is checked
+//! against the bytes actually there before yrs, which reserves memory from
+//! those counts, sees it: a 6-byte update claiming 2^28 clients is refused
+//! here instead of making yrs set up a huge map.
 
 use yrs::encoding::read::{Cursor, Read};
 
@@ -104,6 +107,17 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
             };
             // yrs drops zero-length blocks without advancing the clock.
             clock = clock.wrapping_add(len);
+        }
+    }
+    // The delete set: flat, but its counts too must be backed by bytes
+    // before yrs reserves memory for them.
+    let ds_clients: u32 = m(c.read_var())?;
+    for _ in 0..ds_clients {
+        m(c.read_var::<u64>())?;
+        let ranges: u32 = m(c.read_var())?;
+        for _ in 0..ranges {
+            m(c.read_var::<u32>())?;
+            m(c.read_var::<u32>())?;
         }
     }
     Ok(out)

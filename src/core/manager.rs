@@ -338,8 +338,13 @@ impl DocManager {
         };
         let claimed_at = Instant::now();
         let started = std::time::Instant::now();
-        let state = doc.encode_state();
-        let result = self.store.write_snapshot(&doc.id, &state).await;
+        let result = match doc.encode_state() {
+            Ok(state) => self.store.write_snapshot(&doc.id, &state).await,
+            Err(_) => Err(crate::store::StoreError::Corrupt(format!(
+                "document {} could not be encoded",
+                doc.id
+            ))),
+        };
         metrics::histogram!("tandem_snapshot_seconds").record(started.elapsed().as_secs_f64());
         doc.with_life(|l| {
             l.snapshotting = false;
@@ -439,7 +444,9 @@ impl DocManager {
             // Compaction only: the log already holds every update.
             let store = self.store.clone();
             tokio::spawn(async move {
-                let state = doc.encode_state();
+                let Ok(state) = doc.encode_state() else {
+                    return;
+                };
                 if let Err(e) = store.write_snapshot(&doc.id, &state).await {
                     tracing::error!(session_id = %doc.id, error = %e, "snapshot of an unloaded document failed");
                 }

@@ -364,16 +364,25 @@ impl SessionDoc {
             .ok_or_else(|| {
                 Error::new(ErrorCode::InvalidUpdate, "bytes are not a Yjs state vector")
             })?;
-        Ok(Bytes::from(
-            self.doc.transact().encode_state_as_update_v1(&sv),
-        ))
+        self.encode(&sv).map(Bytes::from)
     }
 
     /// The whole document as one update.
-    pub fn encode_state(&self) -> Vec<u8> {
-        self.doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
+    pub fn encode_state(&self) -> Result<Vec<u8>, Error> {
+        self.encode(&StateVector::default())
+    }
+
+    /// Encodes what `sv` lacks. yrs re-encodes parked (pending) structs on
+    /// the way and has been seen to panic doing so on fuzzed input; a panic
+    /// here must not take a socket handler or the maintenance task down.
+    fn encode(&self, sv: &StateVector) -> Result<Vec<u8>, Error> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.doc.transact().encode_state_as_update_v1(sv)
+        }))
+        .map_err(|_| {
+            tracing::error!(session_id = %self.id, "yrs panicked while encoding the document");
+            Error::internal()
+        })
     }
 
     /// The `monaco` text.
@@ -854,5 +863,140 @@ mod sweep_tests {
         assert!(d.awareness_states().is_none());
         // The socket no longer speaks for it: leaving removes nothing twice.
         assert!(d.leave("c1").awareness_removal.is_none());
+    }
+}
+
+#[cfg(test)]
+mod hardening_tests {
+    use super::*;
+    use yrs::{Map, MapPrelim, WriteTxn};
+
+    /// The limit is safe: a chain as deep as the default allows can be
+    /// created, deleted, encoded and reloaded on a thread with a tokio
+    /// worker's stack (2 MiB), in a debug build.
+    #[test]
+    fn a_chain_at_the_nesting_limit_is_safe_on_a_worker_stack() {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let limits = Limits::default();
+                let d = SessionDoc::load("s", &StoredDocument::default(), &limits).unwrap();
+                let src = Doc::with_client_id(5);
+                let root = src.get_or_insert_map("m");
+                let mut cur: Option<yrs::MapRef> = None;
+                for _ in 0..limits.max_nested_types {
+                    let mut txn = src.transact_mut();
+                    let next = match &cur {
+                        None => root.insert(&mut txn, "k", MapPrelim::default()),
+                        Some(m) => m.insert(&mut txn, "k", MapPrelim::default()),
+                    };
+                    cur = Some(next);
+                    let u = txn.encode_update_v1();
+                    drop(txn);
+                    assert_eq!(d.apply_update(&u, &limits).unwrap(), Applied::Changed);
+                }
+                // One more level is refused.
+                let mut txn = src.transact_mut();
+                cur.as_ref()
+                    .unwrap()
+                    .insert(&mut txn, "k", MapPrelim::default());
+                let u = txn.encode_update_v1();
+                drop(txn);
+                assert_eq!(
+                    d.apply_update(&u, &limits).unwrap_err().code,
+                    ErrorCode::InvalidUpdate
+                );
+                // Delete the outermost, encode, reload.
+                let del = {
+                    let mut txn = src.transact_mut();
+                    txn.get_or_insert_map("m").remove(&mut txn, "k");
+                    txn.encode_update_v1()
+                };
+                d.apply_update(&del, &limits).unwrap();
+                let state = d.encode_state().unwrap();
+                let again = SessionDoc::load(
+                    "s",
+                    &StoredDocument {
+                        snapshot: Some(state),
+                        updates: vec![],
+                    },
+                    &limits,
+                )
+                .unwrap();
+                assert_eq!(again.text(), "");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn an_evicted_copy_refuses_updates() {
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
+        d.with_life(|l| l.evicted = true);
+        let src = Doc::new();
+        let t = src.get_or_insert_text(TEXT_NAME);
+        let u = {
+            let mut x = src.transact_mut();
+            yrs::Text::insert(&t, &mut x, 0, "lost?");
+            x.encode_update_v1()
+        };
+        assert_eq!(
+            d.apply_update(&u, &Limits::default()).unwrap_err().code,
+            ErrorCode::SessionNotFound
+        );
+        assert_eq!(d.text(), "");
+    }
+
+    #[test]
+    fn roles_are_per_connection() {
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
+        let mut pinned = User {
+            id: "u".into(),
+            name: "U".into(),
+            sessions: Default::default(),
+            guest_cap: None,
+        };
+        pinned.sessions.insert("s".into(), Role::Viewer);
+        let plain = User {
+            sessions: Default::default(),
+            ..pinned.clone()
+        };
+        d.join("c1", &pinned, Role::Viewer);
+        d.join("c2", &plain, Role::Editor);
+        assert_eq!(d.role_of("c1"), Some(Role::Viewer));
+        assert_eq!(d.role_of("c2"), Some(Role::Editor));
+        assert_eq!(d.participants()[0].role, Role::Editor);
+        let targets = d.role_targets();
+        assert_eq!(targets.len(), 1, "the pinned connection is not a target");
+        assert!(d.set_conn_role("c2", None), "revoked");
+        assert!(!d.set_conn_role("c1", None), "pinned: untouched");
+        assert_eq!(d.role_of("c1"), Some(Role::Viewer));
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    fn regression(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/fuzz-regressions")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    /// Found by `cargo fuzz` (update_apply): a delete set for unknown items
+    /// is parked by yrs; encoding the document must keep working.
+    #[test]
+    fn pending_delete_set_keeps_the_document_encodable() {
+        let bytes = [0u8, 1, 1, 1, 0, 0x22, 3, 0, 0, 0, 0, 0];
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
+        let r = d.apply_update(&bytes, &Limits::default());
+        eprintln!("{r:?}");
+        let _ = d.diff(&d.state_vector());
+        let _ = d.diff(&StateVector::default().encode_v1());
+        let _ = d.encode_state();
+        let _ = regression;
     }
 }

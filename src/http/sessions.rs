@@ -516,7 +516,7 @@ pub async fn state(
     let doc = open_for_viewer(&st, &user, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        doc.encode_state(),
+        doc.encode_state()?,
     )
         .into_response())
 }
