@@ -5,7 +5,7 @@
 mod error;
 mod extract;
 mod health;
-mod sessions;
+pub mod sessions;
 
 use std::net::IpAddr;
 use std::sync::Arc;
