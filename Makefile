@@ -48,6 +48,10 @@ bench-compare:
 ## Every cargo-fuzz target for FUZZ_SECS seconds each (not part of `test`; see docs/FUZZING.md).
 FUZZ_SECS ?= 30
 FUZZ_TARGETS := update_apply awareness_apply jwt_verify json_args
+# A huge reservation that cannot be met fails as in production (try_reserve: Err);
+# memory actually touched is still capped by -rss_limit_mb.
+FUZZ_FLAGS ?= -rss_limit_mb=4096 -malloc_limit_mb=65536 -timeout=10
+fuzz-smoke: export ASAN_OPTIONS = allocator_may_return_null=1
 fuzz-smoke:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@rustup toolchain list | grep -q '^nightly' || { echo 'fuzz-smoke needs the nightly toolchain (rustup toolchain install nightly)'; exit 1; }
@@ -56,5 +60,5 @@ fuzz-smoke:
 		mkdir -p corpus/$$t; \
 		echo "== $$t ($(FUZZ_SECS) s)"; \
 		$(CARGO) +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
-			-max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 -timeout=10 -print_final_stats=1; \
+			-max_total_time=$(FUZZ_SECS) $(FUZZ_FLAGS) -print_final_stats=1; \
 	done

@@ -34,9 +34,9 @@ fn check(data: &[u8]) {
     }
 
     // Claims made of the input round-trip.
-    let (id, name) = s.split_at(s.len() / 2);
-    let (id, name) = if s.is_char_boundary(s.len() / 2) {
-        (id, name)
+    let mid = s.len() / 2;
+    let (id, name) = if s.is_char_boundary(mid) {
+        s.split_at(mid)
     } else {
         (&s[..], "")
     };
