@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node services bench bench-compare fmt lint clean
+.PHONY: run build test test-rust test-node services bench bench-compare fmt lint clean fuzz-smoke
 
 ## Build the server (release) and start it on the embedded SQLite default.
 run: build
@@ -44,3 +44,21 @@ clean:
 ## Tandem vs the Node y-socket.io server, same workload, one run (see BENCHMARKS.md).
 bench-compare:
 	bash scripts/bench-compare.sh
+
+## Every cargo-fuzz target for FUZZ_SECS seconds each (not part of `test`; see docs/FUZZING.md).
+FUZZ_SECS ?= 30
+FUZZ_TARGETS := update_apply awareness_apply jwt_verify json_args
+# A huge reservation that cannot be met fails as in production (try_reserve: Err);
+# memory actually touched is still capped by -rss_limit_mb.
+FUZZ_FLAGS ?= -rss_limit_mb=4096 -malloc_limit_mb=65536 -timeout=10
+fuzz-smoke: export ASAN_OPTIONS = allocator_may_return_null=1
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@rustup toolchain list | grep -q '^nightly' || { echo 'fuzz-smoke needs the nightly toolchain (rustup toolchain install nightly)'; exit 1; }
+	cd fuzz && $(CARGO) +nightly fuzz build -O
+	@set -e; cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		echo "== $$t ($(FUZZ_SECS) s)"; \
+		$(CARGO) +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECS) $(FUZZ_FLAGS) -print_final_stats=1; \
+	done

@@ -6,7 +6,7 @@ mod error;
 mod extract;
 mod health;
 pub mod openapi;
-mod sessions;
+pub mod sessions;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -65,13 +65,13 @@ impl std::fmt::Display for Refusal {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SessionArg {
+pub struct SessionArg {
     session_id: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ChatArg {
+pub struct ChatArg {
     session_id: String,
     content: String,
 }
