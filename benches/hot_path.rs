@@ -234,7 +234,9 @@ fn awareness_and_snapshot(c: &mut Criterion) {
                 .encode_state_as_update_v1(&StateVector::default())
         })
     });
-    g.bench_function("tandem_encode_state", |b| b.iter(|| doc.encode_state().unwrap()));
+    g.bench_function("tandem_encode_state", |b| {
+        b.iter(|| doc.encode_state().unwrap())
+    });
     g.finish();
 }
 

@@ -13,7 +13,8 @@
 //!   can never be deeper than the number of nested types in it);
 //! - a refusal for content a code document never needs and yrs handles
 //!   recursively or experimentally: subdocuments, weak links, `Any` values
-//!   nested deeper than [`MAX_ANY_DEPTH`].
+//!   nested deeper than [`MAX_ANY_DEPTH`], and legacy `ContentJSON`, which
+//!   yrs cannot re-encode.
 //!
 //! Every count in the update (clients, structs, delete ranges) is checked
 //! against the bytes actually there before yrs, which reserves memory from
@@ -60,6 +61,10 @@ pub enum Refused {
 pub struct Inspection {
     /// `(client, clock)` of every nested shared type the update creates.
     pub nested_types: Vec<(u64, u32)>,
+    /// Per client in the struct section, the clock just past its last
+    /// struct: an update is a pure re-send only if the document's state
+    /// vector already reaches each of these.
+    pub clock_ends: Vec<(u64, u32)>,
 }
 
 type R<T> = Result<T, Refused>;
@@ -108,6 +113,7 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
             // yrs drops zero-length blocks without advancing the clock.
             clock = clock.wrapping_add(len);
         }
+        out.clock_ends.push((client, clock));
     }
     // The delete set: flat, but its counts too must be backed by bytes
     // before yrs reserves memory for them.
@@ -133,16 +139,11 @@ fn skip_id(c: &mut Cursor<'_>) -> R<()> {
 fn content(c: &mut Cursor<'_>, content_ref: u8) -> R<u32> {
     Ok(match content_ref {
         DELETED => m(c.read_var())?,
-        JSON => {
-            // yrs reads `len + 1` strings (kept as text; parsed lazily by
-            // serde_json, whose recursion limit bounds them).
-            let n: u32 = m(c.read_var())?;
-            let n = n.checked_add(1).ok_or(Refused::Malformed)?;
-            for _ in 0..n {
-                m(c.read_string())?;
-            }
-            n
-        }
+        // Legacy `ContentJSON` (Yjs < 13 wrote it; current Yjs writes
+        // `ContentAny`). yrs 0.28 decodes `len + 1` strings but encodes
+        // `len`, so a document holding it cannot be re-encoded (fuzzing found
+        // this: every sync and snapshot of the document then fails).
+        JSON => return Err(Refused::Unsupported("legacy JSON content")),
         BINARY => {
             m(c.read_buf())?;
             1
