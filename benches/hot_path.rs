@@ -126,6 +126,7 @@ fn update_path(c: &mut Criterion) {
                             owner_name: "U".into(),
                             public: false,
                             public_role: Role::Viewer,
+                            main_path: None,
                         })
                         .await
                         .unwrap();

@@ -66,6 +66,7 @@ async fn session(store: &Arc<dyn Store>, id: &str) {
             owner_name: "O".into(),
             public: true,
             public_role: Role::Editor,
+            main_path: None,
         })
         .await
         .unwrap();

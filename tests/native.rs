@@ -328,6 +328,7 @@ async fn srv_session(srv: &TestServer, id: &str) {
             owner_name: "Owner".into(),
             public: false,
             public_role: Role::Viewer,
+            main_path: None,
         })
         .await
         .unwrap()

@@ -271,6 +271,7 @@ async fn manager(
                 owner_name: "O".into(),
                 public: true,
                 public_role: Role::Editor,
+                main_path: None,
             })
             .await
             .unwrap();
@@ -599,6 +600,35 @@ impl Store for FaultyStore {
     }
     async fn storage_stats(&self) -> StoreResult<StorageStats> {
         self.inner.storage_stats().await
+    }
+    async fn list_files(&self, s: &str) -> StoreResult<Vec<tandem::model::File>> {
+        self.inner.list_files(s).await
+    }
+    async fn get_file(&self, s: &str, f: &str) -> StoreResult<Option<tandem::model::File>> {
+        self.inner.get_file(s, f).await
+    }
+    async fn create_file(
+        &self,
+        s: &str,
+        f: &tandem::store::NewFile,
+    ) -> StoreResult<Option<tandem::model::File>> {
+        self.inner.create_file(s, f).await
+    }
+    async fn rename_file(
+        &self,
+        s: &str,
+        f: &str,
+        path: Option<&str>,
+        language: Option<&str>,
+        by: &str,
+    ) -> StoreResult<Option<tandem::store::RenamedFile>> {
+        self.inner.rename_file(s, f, path, language, by).await
+    }
+    async fn delete_file(&self, s: &str, f: &str) -> StoreResult<Option<tandem::model::File>> {
+        self.inner.delete_file(s, f).await
+    }
+    async fn workspace_bytes(&self, s: &str) -> StoreResult<i64> {
+        self.inner.workspace_bytes(s).await
     }
 }
 

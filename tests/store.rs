@@ -27,6 +27,7 @@ fn session(id: &str, owner: &str) -> NewSession {
         owner_name: owner.to_uppercase(),
         public: false,
         public_role: Role::Viewer,
+        main_path: None,
     }
 }
 
@@ -182,11 +183,11 @@ async fn update_log_snapshot_and_compaction() {
         let mut batch = Vec::new();
         for i in 0..10 {
             batch.push(LogEntry {
-                session_id: "doc".into(),
+                doc_id: "doc".into(),
                 update: edit(&a, &format!("a{i} ")),
             });
             batch.push(LogEntry {
-                session_id: "doc".into(),
+                doc_id: "doc".into(),
                 update: edit(&c, &format!("c{i} ")),
             });
         }
@@ -226,11 +227,11 @@ async fn update_log_snapshot_and_compaction() {
         s.delete_session("gone").await.unwrap();
         s.append_updates(&[
             LogEntry {
-                session_id: "gone".into(),
+                doc_id: "gone".into(),
                 update: edit(&Doc::with_client_id(3), "x"),
             },
             LogEntry {
-                session_id: "doc".into(),
+                doc_id: "doc".into(),
                 update: edit(&a, "LAST "),
             },
         ])
@@ -295,7 +296,7 @@ async fn compaction_racing_appends_and_loads_loses_nothing() {
                 for i in 0..N {
                     let update = edit(&a, &format!("<{i}>"));
                     s.append_updates(&[LogEntry {
-                        session_id: "doc".into(),
+                        doc_id: "doc".into(),
                         update,
                     }])
                     .await

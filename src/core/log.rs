@@ -59,7 +59,8 @@ impl UpdateLog {
         doc.pending_log.fetch_add(1, Ordering::AcqRel);
         let item = Item {
             entry: LogEntry {
-                session_id: doc.id.clone(),
+                // The document id: the session id for the main file.
+                doc_id: doc.id.clone(),
                 update,
             },
             doc: doc.clone(),

@@ -165,6 +165,7 @@ pub async fn create(
                 owner_name: user.name.clone(),
                 public: f.public.unwrap_or(false),
                 public_role: f.public_role.unwrap_or(Role::Viewer),
+                main_path: None,
             })
             .await?;
         if let Some(s) = created {

@@ -54,6 +54,7 @@ pub async fn resolve_session(
                     owner_name: user.name.clone(),
                     public: true,
                     public_role: Role::Editor,
+                    main_path: None,
                 })
                 .await?;
             match created {

@@ -1,7 +1,16 @@
 //! Durable storage behind one trait, [`Store`]: sessions, participants, chat,
-//! the append-only update log and compacted snapshots. [`connect`] picks the
-//! backend from the URL (SQLite embedded default, PostgreSQL for production).
-//! The store knows SQL and nothing about sockets or live documents.
+//! workspace files, the append-only update log and compacted snapshots.
+//! [`connect`] picks the backend from the URL (SQLite embedded default,
+//! PostgreSQL for production). The store knows SQL and nothing about sockets
+//! or live documents.
+//!
+//! **Documents.** The log and snapshot methods work on *documents*, named by
+//! document id (see [`DocId`]): the session id is the session's main file,
+//! `<session-id>~<file-id>` any other file. The main file's content lives in
+//! the `sessions` row (`yjs_state`, `last_snapshot`, as before workspaces);
+//! every other file's in its `files` row. Every session has a `files` row
+//! with id `main` for the main file's metadata (path, language, size, …).
+//! A malformed document id is treated as a document that does not exist.
 
 mod snapshot;
 mod sql;
@@ -11,9 +20,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{ChatMessage, Role, SessionInfo};
+pub use crate::model::DocId;
+use crate::model::{ChatMessage, File, PathError, Role, SessionInfo};
 
-pub use snapshot::merge_state;
+pub use snapshot::{initial_state, merge_state};
 pub use sql::{PostgresStore, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,16 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL `{0}` (use sqlite://… or postgres://…)")]
     UnsupportedUrl(String),
+    /// A file path breaks the path rules (wire: `INVALID_PATH`, 400).
+    #[error("invalid path: {0}")]
+    InvalidPath(#[from] PathError),
+    /// The path equals another file's path, is a folder of one, or has one
+    /// as a folder (wire: `PATH_EXISTS`, 409). `existing` is that other path.
+    #[error("path `{path}` conflicts with the existing `{existing}`")]
+    PathExists { path: String, existing: String },
+    /// `delete_file` of the main file (wire: `FORBIDDEN`, 403).
+    #[error("the main file cannot be deleted")]
+    MainFileUndeletable,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -40,6 +60,29 @@ pub struct NewSession {
     pub owner_name: String,
     pub public: bool,
     pub public_role: Role,
+    /// The main file's path (`mainPath`); `None` = `main.<ext>` from the
+    /// language ([`crate::model::default_main_path`]). Checked like any path.
+    pub main_path: Option<String>,
+}
+
+/// Fields of a new file.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub path: String,
+    pub language: String,
+    /// The initial text; `None` = empty.
+    pub content: Option<String>,
+    /// User id, stored as `updated_by`.
+    pub created_by: String,
+}
+
+/// What [`Store::rename_file`] changed: the file as it is now, plus its
+/// previous path and language (for `file:renamed|moved|updated` events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenamedFile {
+    pub file: File,
+    pub old_path: String,
+    pub old_language: String,
 }
 
 /// A partial update of session metadata (`None` = unchanged).
@@ -64,7 +107,8 @@ pub struct ParticipantRow {
 /// One accepted update waiting for the log.
 #[derive(Debug, Clone)]
 pub struct LogEntry {
-    pub session_id: Arc<str>,
+    /// The document id (`<session-id>` or `<session-id>~<file-id>`).
+    pub doc_id: Arc<str>,
     pub update: Bytes,
 }
 
@@ -99,17 +143,21 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Creates a session and its owner's participant row. `Ok(None)` if the id exists.
+    /// Creates a session, its owner's participant row and its main file row
+    /// (path `main_path` or `main.<ext>`). `Ok(None)` if the id exists;
+    /// `Err(InvalidPath)` for a bad `main_path`.
     async fn create_session(&self, s: &NewSession) -> StoreResult<Option<SessionInfo>>;
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionInfo>>;
     /// Sessions where the user has a participant row, newest first.
     async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<SessionInfo>>;
+    /// Changing `language` changes the main file's language too.
     async fn update_session(
         &self,
         id: &str,
         patch: &SessionPatch,
     ) -> StoreResult<Option<SessionInfo>>;
-    /// Deletes the session and every row that belongs to it. `false` if absent.
+    /// Deletes the session and every row that belongs to it (every file,
+    /// every document's log rows). `false` if absent.
     async fn delete_session(&self, id: &str) -> StoreResult<bool>;
 
     async fn participant(
@@ -151,19 +199,56 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ChatMessage>>;
 
     /// Appends a batch to the update log in one transaction (group commit).
+    /// Rows of documents that no longer exist (deleted session or file) or
+    /// whose id is malformed are dropped, not errors.
     async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()>;
-    /// Snapshot plus remaining log rows; `None` if the session does not exist.
-    async fn load_document(&self, session_id: &str) -> StoreResult<Option<StoredDocument>>;
+    /// Snapshot plus remaining log rows of a document; `None` if the
+    /// document (its session, or its file) does not exist.
+    async fn load_document(&self, doc_id: &str) -> StoreResult<Option<StoredDocument>>;
     /// Merges `live_state` with the stored snapshot and every log row of the
-    /// session, stores the result (binary + `monaco` text) and deletes the rows
-    /// folded in, in one transaction. Safe with several writers.
+    /// document, stores the result (binary + `monaco` text) and deletes the
+    /// rows folded in, in one transaction. Safe with several writers. Also
+    /// sets the file's `size` to the text's UTF-8 length, and its
+    /// `updated_at` to now if the text changed. `None` if the document does
+    /// not exist.
     async fn write_snapshot(
         &self,
-        session_id: &str,
+        doc_id: &str,
         live_state: &[u8],
     ) -> StoreResult<Option<SnapshotOutcome>>;
-    /// The stored plain text (`last_snapshot`).
-    async fn stored_text(&self, session_id: &str) -> StoreResult<Option<String>>;
+    /// The document's text as of its latest snapshot (`last_snapshot`);
+    /// `None` if the document does not exist or (main file only) was never
+    /// snapshotted.
+    async fn stored_text(&self, doc_id: &str) -> StoreResult<Option<String>>;
+
+    /// The session's files, sorted by path (byte order); empty if the
+    /// session does not exist (every session has its main file).
+    async fn list_files(&self, session_id: &str) -> StoreResult<Vec<File>>;
+    /// One file (`"main"` is the main file); `None` if absent.
+    async fn get_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>>;
+    /// Creates a file with a fresh server-chosen id; its content becomes a
+    /// Yjs state (root `Y.Text` `monaco`) and its stored text. `Ok(None)` if
+    /// the session does not exist; `Err(InvalidPath)` / `Err(PathExists)` by
+    /// the path rules. The caller checks the file-count and size limits.
+    async fn create_file(&self, session_id: &str, f: &NewFile) -> StoreResult<Option<File>>;
+    /// Renames / moves (`path`) and/or changes the language of a file, and
+    /// sets `updated_by`/`updated_at`. The main file's language is the
+    /// session's language: changing one changes both. `Ok(None)` if the file
+    /// does not exist; `Err(InvalidPath)` / `Err(PathExists)` by the path rules
+    /// (a file's own current path is no conflict).
+    async fn rename_file(
+        &self,
+        session_id: &str,
+        file_id: &str,
+        path: Option<&str>,
+        language: Option<&str>,
+        by: &str,
+    ) -> StoreResult<Option<RenamedFile>>;
+    /// Deletes a file and its log rows; returns the deleted row, `None` if
+    /// absent. `Err(MainFileUndeletable)` for `"main"`.
+    async fn delete_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>>;
+    /// Sum of the files' sizes (total-bytes limit); 0 for an unknown session.
+    async fn workspace_bytes(&self, session_id: &str) -> StoreResult<i64>;
     async fn storage_stats(&self) -> StoreResult<StorageStats>;
 }
 

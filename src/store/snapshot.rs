@@ -4,7 +4,7 @@
 //! several processes hold the same document.
 
 use yrs::updates::decoder::Decode;
-use yrs::{GetString, ReadTxn, StateVector, Transact, Update};
+use yrs::{GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use super::StoreError;
 use crate::core::TEXT_NAME;
@@ -24,4 +24,15 @@ pub fn merge_state<'a>(
     let state = txn.encode_state_as_update_v1(&StateVector::default());
     let s = text.get_string(&txn);
     Ok((state, s))
+}
+
+/// The Yjs state of a new document whose root `Y.Text` (`monaco`) holds `text`.
+pub fn initial_state(text: &str) -> Vec<u8> {
+    let doc = yrs::Doc::new();
+    let t = doc.get_or_insert_text(TEXT_NAME);
+    let mut txn = doc.transact_mut();
+    if !text.is_empty() {
+        t.insert(&mut txn, 0, text);
+    }
+    txn.encode_state_as_update_v1(&StateVector::default())
 }

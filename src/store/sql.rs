@@ -14,12 +14,30 @@ use sqlx::sqlite::{
 };
 
 use super::*;
-use crate::model::{now_ms, rfc3339};
+use crate::model::{
+    MAIN_FILE_ID, default_main_path, now_ms, path_folders, rfc3339, validate_path,
+};
 
 macro_rules! session_columns {
     () => {
         "s.id, s.title, s.language, s.owner_id, s.public, s.public_role, s.created_at, s.updated_at"
     };
+}
+
+macro_rules! file_columns {
+    () => {
+        "id, path, language, size, created_at, updated_at, updated_by"
+    };
+}
+
+/// A fresh file id: 12 characters of `[A-Za-z0-9]` (within `^[A-Za-z0-9_-]{1,64}$`).
+fn new_file_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// SQLite store: WAL mode, `synchronous = FULL` so a committed batch survives
@@ -74,7 +92,7 @@ fn role_col(s: Option<String>) -> Option<Role> {
 }
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $backend:literal, $begin_compaction:literal, $lock_row:literal, $delete_folded:literal, $bind_seqs:path) => {
+    ($store:ident, $db:ty, $backend:literal, $begin_write:literal, $lock_row:literal, $lock_key_share:literal, $delete_folded:literal, $bind_seqs:path) => {
         impl $store {
             fn session_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<SessionInfo> {
                 Ok(SessionInfo {
@@ -110,15 +128,127 @@ macro_rules! sql_store {
                 })
             }
 
-            async fn try_write_snapshot(&self, session_id: &str, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
-                let mut tx = self.pool.begin_with($begin_compaction).await?;
-                let q = concat!("SELECT yjs_state FROM sessions WHERE id = $1", $lock_row);
-                let Some(row) = sqlx::query(q).bind(session_id).fetch_optional(&mut *tx).await? else {
+            fn file_from_row(row: &<$db as sqlx::Database>::Row) -> StoreResult<File> {
+                Ok(File {
+                    id: row.try_get("id")?,
+                    path: row.try_get("path")?,
+                    language: row.try_get("language")?,
+                    size: row.try_get("size")?,
+                    created_at: rfc3339(row.try_get("created_at")?),
+                    updated_at: rfc3339(row.try_get("updated_at")?),
+                    updated_by: row.try_get("updated_by")?,
+                })
+            }
+
+            /// Another file's path that `path` would collide with (equal, a
+            /// folder of it, or it a folder of `path`), ignoring file `except_id`.
+            async fn path_conflict(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                session_id: &str,
+                except_id: &str,
+                path: &str,
+            ) -> StoreResult<Option<String>> {
+                let prefix = format!("{path}/");
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT path FROM files WHERE session_id = ");
+                qb.push_bind(session_id.to_owned())
+                    .push(" AND id <> ")
+                    .push_bind(except_id.to_owned())
+                    .push(" AND (path = ")
+                    .push_bind(path.to_owned())
+                    // substr counts characters on both backends (and needs no collation).
+                    .push(" OR substr(path, 1, ")
+                    .push_bind(prefix.chars().count() as i32)
+                    .push(") = ")
+                    .push_bind(prefix);
+                for folder in path_folders(path) {
+                    qb.push(" OR path = ").push_bind(folder.to_owned());
+                }
+                qb.push(") LIMIT 1");
+                let row = qb.build().fetch_optional(&mut *conn).await?;
+                Ok(row.map(|r| r.try_get::<String, _>("path")).transpose()?)
+            }
+
+            /// Locks the session row against concurrent path changes (SQLite:
+            /// the write transaction already excludes them). `false` if absent.
+            async fn lock_session(conn: &mut <$db as sqlx::Database>::Connection, session_id: &str) -> StoreResult<bool> {
+                let q = concat!("SELECT id FROM sessions WHERE id = $1", $lock_row);
+                Ok(sqlx::query(q).bind(session_id).fetch_optional(&mut *conn).await?.is_some())
+            }
+
+            /// The append path for batches with file documents: in one write
+            /// transaction, locks (key share) the sessions and files named,
+            /// sessions first then files, each sorted — the order
+            /// `delete_session` takes them in — and inserts only the rows of
+            /// documents that exist. A file deleted meanwhile waits for this
+            /// transaction and then deletes these rows with it.
+            async fn append_checked(&self, batch: &[LogEntry], docs: &[Option<DocId>]) -> StoreResult<()> {
+                use std::collections::BTreeSet;
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let sessions: BTreeSet<&str> = docs.iter().flatten().map(|d| d.session.as_str()).collect();
+                let files: BTreeSet<(&str, &str)> = docs
+                    .iter()
+                    .flatten()
+                    .filter_map(|d| d.file.as_deref().map(|f| (d.session.as_str(), f)))
+                    .collect();
+                let mut live_sessions = BTreeSet::new();
+                for sid in sessions {
+                    let q = concat!("SELECT id FROM sessions WHERE id = $1", $lock_key_share);
+                    if sqlx::query(q).bind(sid).fetch_optional(&mut *tx).await?.is_some() {
+                        live_sessions.insert(sid);
+                    }
+                }
+                let mut live_files = BTreeSet::new();
+                for (sid, fid) in files {
+                    if !live_sessions.contains(sid) {
+                        continue;
+                    }
+                    let q = concat!("SELECT id FROM files WHERE session_id = $1 AND id = $2", $lock_key_share);
+                    if sqlx::query(q).bind(sid).bind(fid).fetch_optional(&mut *tx).await?.is_some() {
+                        live_files.insert((sid, fid));
+                    }
+                }
+                let keep: Vec<(&LogEntry, &DocId)> = batch
+                    .iter()
+                    .zip(docs)
+                    .filter_map(|(e, d)| d.as_ref().map(|d| (e, d)))
+                    .filter(|(_, d)| match &d.file {
+                        None => live_sessions.contains(d.session.as_str()),
+                        Some(f) => live_files.contains(&(d.session.as_str(), f.as_str())),
+                    })
+                    .collect();
+                if keep.len() < batch.len() {
+                    tracing::debug!(dropped = batch.len() - keep.len(), "dropping log rows of deleted or malformed documents");
+                }
+                if !keep.is_empty() {
+                    let now = now_ms();
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, doc_id, payload, created_at) ");
+                    qb.push_values(&keep, |mut b, (e, d)| {
+                        b.push_bind(d.session.clone()).push_bind(e.doc_id.to_string()).push_bind(e.update.to_vec()).push_bind(now);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn try_write_snapshot(&self, doc: &DocId, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
+                let key = doc.to_string();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let row = match &doc.file {
+                    None => sqlx::query(concat!("SELECT yjs_state, last_snapshot FROM sessions WHERE id = $1", $lock_row)).bind(&doc.session),
+                    Some(f) => sqlx::query(concat!("SELECT yjs_state, last_snapshot FROM files WHERE session_id = $1 AND id = $2", $lock_row))
+                        .bind(&doc.session)
+                        .bind(f.as_str()),
+                }
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
                     return Ok(None);
                 };
                 let stored: Option<Vec<u8>> = row.try_get("yjs_state")?;
-                let rows = sqlx::query("SELECT seq, payload FROM document_updates WHERE session_id = $1 ORDER BY seq")
-                    .bind(session_id)
+                let stored_text: Option<String> = row.try_get("last_snapshot")?;
+                let rows = sqlx::query("SELECT seq, payload FROM document_updates WHERE doc_id = $1 ORDER BY seq")
+                    .bind(&key)
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut max_seq: i64 = 0;
@@ -132,20 +262,49 @@ macro_rules! sql_store {
                 }
                 let inputs = stored.iter().map(|v| v.as_slice()).chain(std::iter::once(live_state)).chain(payloads.iter().map(|v| v.as_slice()));
                 let (state, text) = merge_state(inputs)?;
-                sqlx::query("UPDATE sessions SET yjs_state = $2, last_snapshot = $3, state_through_seq = CASE WHEN $4 > state_through_seq THEN $4 ELSE state_through_seq END, updated_at = $5 WHERE id = $1")
-                    .bind(session_id)
-                    .bind(&state)
-                    .bind(&text)
-                    .bind(max_seq)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await?;
+                let now = now_ms();
+                let changed = stored_text.as_deref() != Some(text.as_str());
+                let size = text.len() as i64;
+                match &doc.file {
+                    None => {
+                        sqlx::query("UPDATE sessions SET yjs_state = $2, last_snapshot = $3, state_through_seq = CASE WHEN $4 > state_through_seq THEN $4 ELSE state_through_seq END, updated_at = $5 WHERE id = $1")
+                            .bind(&doc.session)
+                            .bind(&state)
+                            .bind(&text)
+                            .bind(max_seq)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        let q = if changed {
+                            "UPDATE files SET size = $3, updated_at = $4 WHERE session_id = $1 AND id = $2"
+                        } else {
+                            "UPDATE files SET size = $3 WHERE session_id = $1 AND id = $2"
+                        };
+                        let mut q = sqlx::query(q).bind(&doc.session).bind(MAIN_FILE_ID).bind(size);
+                        if changed {
+                            q = q.bind(now);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    Some(f) => {
+                        let q = if changed {
+                            "UPDATE files SET yjs_state = $3, last_snapshot = $4, state_through_seq = CASE WHEN $5 > state_through_seq THEN $5 ELSE state_through_seq END, size = $6, updated_at = $7 WHERE session_id = $1 AND id = $2"
+                        } else {
+                            "UPDATE files SET yjs_state = $3, last_snapshot = $4, state_through_seq = CASE WHEN $5 > state_through_seq THEN $5 ELSE state_through_seq END, size = $6 WHERE session_id = $1 AND id = $2"
+                        };
+                        let mut q = sqlx::query(q).bind(&doc.session).bind(f.as_str()).bind(&state).bind(&text).bind(max_seq).bind(size);
+                        if changed {
+                            q = q.bind(now);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
                 let deleted = if rows.is_empty() {
                     0
                 } else {
                     // Exactly the rows merged above: a log row committed
                     // meanwhile stays for the next compaction.
-                    $bind_seqs(sqlx::query($delete_folded).bind(session_id).bind(max_seq), &seqs)
+                    $bind_seqs(sqlx::query($delete_folded).bind(&key).bind(max_seq), &seqs)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected()
@@ -167,6 +326,13 @@ macro_rules! sql_store {
             }
 
             async fn create_session(&self, s: &NewSession) -> StoreResult<Option<SessionInfo>> {
+                let main_path = match &s.main_path {
+                    Some(p) => {
+                        validate_path(p)?;
+                        p.clone()
+                    }
+                    None => default_main_path(&s.language),
+                };
                 let now = now_ms();
                 let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(
@@ -195,6 +361,18 @@ macro_rules! sql_store {
                 .bind(&s.owner_name)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO files (session_id, id, path, language, size, created_at, updated_at, updated_by) \
+                     VALUES ($1, $2, $3, $4, 0, $5, $5, $6)",
+                )
+                .bind(&s.id)
+                .bind(MAIN_FILE_ID)
+                .bind(&main_path)
+                .bind(&s.language)
+                .bind(now)
+                .bind(&s.owner_id)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 self.get_session(&s.id).await
             }
@@ -215,6 +393,7 @@ macro_rules! sql_store {
             }
 
             async fn update_session(&self, id: &str, p: &SessionPatch) -> StoreResult<Option<SessionInfo>> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "UPDATE sessions SET title = COALESCE($2, title), language = COALESCE($3, language), \
                      public = COALESCE($4, public), public_role = COALESCE($5, public_role), updated_at = $6 WHERE id = $1",
@@ -225,8 +404,18 @@ macro_rules! sql_store {
                 .bind(p.public)
                 .bind(p.public_role.map(Role::as_str))
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                if let Some(language) = &p.language {
+                    // The main file's language is the session's language.
+                    sqlx::query("UPDATE files SET language = $3 WHERE session_id = $1 AND id = $2")
+                        .bind(id)
+                        .bind(MAIN_FILE_ID)
+                        .bind(language)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 self.get_session(id).await
             }
 
@@ -236,6 +425,7 @@ macro_rules! sql_store {
                     "DELETE FROM document_updates WHERE session_id = $1",
                     "DELETE FROM chat_messages WHERE session_id = $1",
                     "DELETE FROM participants WHERE session_id = $1",
+                    "DELETE FROM files WHERE session_id = $1",
                 ] {
                     sqlx::query(q).bind(id).execute(&mut *tx).await?;
                 }
@@ -321,26 +511,33 @@ macro_rules! sql_store {
                 if batch.is_empty() {
                     return Ok(());
                 }
+                let docs: Vec<Option<DocId>> = batch.iter().map(|e| DocId::parse(&e.doc_id).ok()).collect();
+                if !docs.iter().all(|d| d.as_ref().is_some_and(DocId::is_main)) {
+                    return self.append_checked(batch, &docs).await;
+                }
+                // Main documents only: their sessions' foreign key is the check.
                 let now = now_ms();
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, payload, created_at) ");
-                qb.push_values(batch, |mut b, e| {
-                    b.push_bind(e.session_id.to_string()).push_bind(e.update.to_vec()).push_bind(now);
+                let rows: Vec<(&LogEntry, &str)> = batch.iter().zip(docs.iter().flatten()).map(|(e, d)| (e, d.session.as_str())).collect();
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, doc_id, payload, created_at) ");
+                qb.push_values(&rows, |mut b, (e, sid)| {
+                    b.push_bind(sid.to_string()).push_bind(e.doc_id.to_string()).push_bind(e.update.to_vec()).push_bind(now);
                 });
                 match qb.build().execute(&self.pool).await {
                     Ok(_) => Ok(()),
                     // A session deleted while its updates were queued fails the
                     // whole batch on the foreign key: write the rest one by one.
                     Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() && batch.len() > 1 => {
-                        for e in batch {
-                            let r = sqlx::query("INSERT INTO document_updates (session_id, payload, created_at) VALUES ($1, $2, $3)")
-                                .bind(&*e.session_id)
+                        for (e, sid) in rows {
+                            let r = sqlx::query("INSERT INTO document_updates (session_id, doc_id, payload, created_at) VALUES ($1, $2, $3, $4)")
+                                .bind(sid)
+                                .bind(&*e.doc_id)
                                 .bind(&e.update[..])
                                 .bind(now)
                                 .execute(&self.pool)
                                 .await;
                             match r {
                                 Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-                                    tracing::debug!(session_id = %e.session_id, "dropping log row of a deleted session");
+                                    tracing::debug!(doc_id = %e.doc_id, "dropping log row of a deleted session");
                                 }
                                 other => { other?; }
                             }
@@ -352,29 +549,37 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn load_document(&self, session_id: &str) -> StoreResult<Option<StoredDocument>> {
+            async fn load_document(&self, doc_id: &str) -> StoreResult<Option<StoredDocument>> {
+                let Ok(doc) = DocId::parse(doc_id) else {
+                    return Ok(None);
+                };
                 // Log rows first, snapshot second: a compaction committing in
                 // between folds the rows we read into the snapshot we then read,
                 // so nothing is missed without a transaction.
-                let rows = sqlx::query("SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq")
-                    .bind(session_id)
+                let rows = sqlx::query("SELECT payload FROM document_updates WHERE doc_id = $1 ORDER BY seq")
+                    .bind(doc_id)
                     .fetch_all(&self.pool)
                     .await?;
-                let Some(row) = sqlx::query("SELECT yjs_state FROM sessions WHERE id = $1")
-                    .bind(session_id)
-                    .fetch_optional(&self.pool)
-                    .await?
-                else {
+                let row = match &doc.file {
+                    None => sqlx::query("SELECT yjs_state FROM sessions WHERE id = $1").bind(&doc.session),
+                    Some(f) => sqlx::query("SELECT yjs_state FROM files WHERE session_id = $1 AND id = $2").bind(&doc.session).bind(f.as_str()),
+                }
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
                     return Ok(None);
                 };
                 let updates = rows.iter().map(|r| r.try_get::<Vec<u8>, _>("payload")).collect::<Result<_, _>>()?;
                 Ok(Some(StoredDocument { snapshot: row.try_get("yjs_state")?, updates }))
             }
 
-            async fn write_snapshot(&self, session_id: &str, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
+            async fn write_snapshot(&self, doc_id: &str, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
+                let Ok(doc) = DocId::parse(doc_id) else {
+                    return Ok(None);
+                };
                 let mut attempt = 0;
                 loop {
-                    match self.try_write_snapshot(session_id, live_state).await {
+                    match self.try_write_snapshot(&doc, live_state).await {
                         // Serialization failure / busy: another writer compacted concurrently; merge again.
                         Err(StoreError::Db(sqlx::Error::Database(e)))
                             if attempt < 5 && matches!(e.code().as_deref(), Some("40001") | Some("40P01") | Some("5") | Some("517")) =>
@@ -387,16 +592,153 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn stored_text(&self, session_id: &str) -> StoreResult<Option<String>> {
-                let row = sqlx::query("SELECT last_snapshot FROM sessions WHERE id = $1")
-                    .bind(session_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            async fn stored_text(&self, doc_id: &str) -> StoreResult<Option<String>> {
+                let Ok(doc) = DocId::parse(doc_id) else {
+                    return Ok(None);
+                };
+                let row = match &doc.file {
+                    None => sqlx::query("SELECT last_snapshot FROM sessions WHERE id = $1").bind(&doc.session),
+                    Some(f) => sqlx::query("SELECT last_snapshot FROM files WHERE session_id = $1 AND id = $2").bind(&doc.session).bind(f.as_str()),
+                }
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(row.map(|r| r.try_get::<Option<String>, _>("last_snapshot")).transpose()?.flatten())
             }
 
+            async fn list_files(&self, session_id: &str) -> StoreResult<Vec<File>> {
+                let q = concat!("SELECT ", file_columns!(), " FROM files WHERE session_id = $1");
+                let rows = sqlx::query(q).bind(session_id).fetch_all(&self.pool).await?;
+                let mut files = rows.iter().map(Self::file_from_row).collect::<StoreResult<Vec<_>>>()?;
+                // Byte order on both backends (a PostgreSQL collation may differ).
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(files)
+            }
+
+            async fn get_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>> {
+                let q = concat!("SELECT ", file_columns!(), " FROM files WHERE session_id = $1 AND id = $2");
+                let row = sqlx::query(q).bind(session_id).bind(file_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::file_from_row).transpose()
+            }
+
+            async fn create_file(&self, session_id: &str, f: &NewFile) -> StoreResult<Option<File>> {
+                validate_path(&f.path)?;
+                let content = f.content.as_deref().unwrap_or("");
+                let state = initial_state(content);
+                let now = now_ms();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                if !Self::lock_session(&mut *tx, session_id).await? {
+                    return Ok(None);
+                }
+                if let Some(existing) = Self::path_conflict(&mut *tx, session_id, "", &f.path).await? {
+                    return Err(StoreError::PathExists { path: f.path.clone(), existing });
+                }
+                let q = concat!(
+                    "INSERT INTO files (session_id, id, path, language, size, created_at, updated_at, updated_by, yjs_state, last_snapshot) ",
+                    "VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9) ON CONFLICT (session_id, id) DO NOTHING RETURNING ",
+                    file_columns!()
+                );
+                for _ in 0..8 {
+                    let row = sqlx::query(q)
+                        .bind(session_id)
+                        .bind(new_file_id())
+                        .bind(&f.path)
+                        .bind(&f.language)
+                        .bind(content.len() as i64)
+                        .bind(now)
+                        .bind(&f.created_by)
+                        .bind(&state)
+                        .bind(content)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    // None: the random id was taken; draw again.
+                    if let Some(row) = row {
+                        let file = Self::file_from_row(&row)?;
+                        tx.commit().await?;
+                        return Ok(Some(file));
+                    }
+                }
+                Err(StoreError::Corrupt("could not draw a free file id".into()))
+            }
+
+            async fn rename_file(
+                &self,
+                session_id: &str,
+                file_id: &str,
+                path: Option<&str>,
+                language: Option<&str>,
+                by: &str,
+            ) -> StoreResult<Option<RenamedFile>> {
+                if let Some(p) = path {
+                    validate_path(p)?;
+                }
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                if !Self::lock_session(&mut *tx, session_id).await? {
+                    return Ok(None);
+                }
+                let q = concat!("SELECT ", file_columns!(), " FROM files WHERE session_id = $1 AND id = $2");
+                let Some(old) = sqlx::query(q).bind(session_id).bind(file_id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let old = Self::file_from_row(&old)?;
+                if let Some(p) = path
+                    && p != old.path
+                    && let Some(existing) = Self::path_conflict(&mut *tx, session_id, file_id, p).await?
+                {
+                    return Err(StoreError::PathExists { path: p.to_owned(), existing });
+                }
+                let now = now_ms();
+                let q = concat!(
+                    "UPDATE files SET path = COALESCE($3, path), language = COALESCE($4, language), updated_at = $5, updated_by = $6 ",
+                    "WHERE session_id = $1 AND id = $2 RETURNING ",
+                    file_columns!()
+                );
+                let row = sqlx::query(q).bind(session_id).bind(file_id).bind(path).bind(language).bind(now).bind(by).fetch_one(&mut *tx).await?;
+                let file = Self::file_from_row(&row)?;
+                if file_id == MAIN_FILE_ID
+                    && let Some(language) = language
+                {
+                    sqlx::query("UPDATE sessions SET language = $2, updated_at = $3 WHERE id = $1")
+                        .bind(session_id)
+                        .bind(language)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(RenamedFile { file, old_path: old.path, old_language: old.language }))
+            }
+
+            async fn delete_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>> {
+                if file_id == MAIN_FILE_ID {
+                    return Err(StoreError::MainFileUndeletable);
+                }
+                let Some(doc) = DocId::for_file(session_id, file_id) else {
+                    return Ok(None);
+                };
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let q = concat!("DELETE FROM files WHERE session_id = $1 AND id = $2 RETURNING ", file_columns!());
+                let Some(row) = sqlx::query(q).bind(session_id).bind(file_id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let file = Self::file_from_row(&row)?;
+                sqlx::query("DELETE FROM document_updates WHERE doc_id = $1").bind(doc.to_string()).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(file))
+            }
+
+            async fn workspace_bytes(&self, session_id: &str) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM files WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("b")?)
+            }
+
             async fn storage_stats(&self) -> StoreResult<StorageStats> {
-                let s = sqlx::query("SELECT CAST(COALESCE(SUM(LENGTH(yjs_state)), 0) AS BIGINT) AS b FROM sessions")
+                let s = sqlx::query(
+                    "SELECT CAST((SELECT COALESCE(SUM(LENGTH(yjs_state)), 0) FROM sessions) \
+                     + (SELECT COALESCE(SUM(LENGTH(yjs_state)), 0) FROM files) AS BIGINT) AS b",
+                )
                     .fetch_one(&self.pool)
                     .await?;
                 let l = sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(LENGTH(payload)), 0) AS BIGINT) AS b FROM document_updates")
@@ -420,25 +762,32 @@ fn bind_seq_list<'q>(q: Query<'q, sqlx::Postgres>, seqs: &'q [i64]) -> Query<'q,
 }
 
 // SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so no log row can
-// commit during a compaction and the range delete is exact.
+// commit during a compaction and the range delete is exact, and every write
+// transaction (appends of file rows, path changes) excludes the others: no
+// row locks needed.
 sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     "sqlite",
     "BEGIN IMMEDIATE",
     "",
-    "DELETE FROM document_updates WHERE session_id = $1 AND seq <= $2",
+    "",
+    "DELETE FROM document_updates WHERE doc_id = $1 AND seq <= $2",
     no_seq_list
 );
-// PostgreSQL: READ COMMITTED with the session row locked `FOR UPDATE`, so
-// concurrent compactions of one document wait for each other instead of
-// failing; the delete names exactly the rows that were merged.
+// PostgreSQL: READ COMMITTED with the document's row (sessions or files)
+// locked `FOR NO KEY UPDATE`, so concurrent compactions of one document wait
+// for each other instead of failing; the delete names exactly the rows that
+// were merged. Path changes take the same lock on the session row, so they
+// serialise per session. Appends of file rows hold `FOR KEY SHARE` on the
+// rows they checked, which only a delete waits for.
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
     "postgres",
     "BEGIN",
-    " FOR UPDATE",
-    "DELETE FROM document_updates WHERE session_id = $1 AND seq <= $2 AND seq = ANY($3)",
+    " FOR NO KEY UPDATE",
+    " FOR KEY SHARE",
+    "DELETE FROM document_updates WHERE doc_id = $1 AND seq <= $2 AND seq = ANY($3)",
     bind_seq_list
 );
