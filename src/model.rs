@@ -384,7 +384,10 @@ mod tests {
     #[test]
     fn doc_ids_parse_and_print() {
         let main = DocId::parse("abc_DEF-1").unwrap();
-        assert_eq!((main.session.as_str(), main.file.as_deref()), ("abc_DEF-1", None));
+        assert_eq!(
+            (main.session.as_str(), main.file.as_deref()),
+            ("abc_DEF-1", None)
+        );
         assert!(main.is_main() && main.file_id() == "main");
         assert_eq!(main.to_string(), "abc_DEF-1");
         let f = DocId::parse("s1~f-2_x").unwrap();

@@ -14,9 +14,7 @@ use sqlx::sqlite::{
 };
 
 use super::*;
-use crate::model::{
-    MAIN_FILE_ID, default_main_path, now_ms, path_folders, rfc3339, validate_path,
-};
+use crate::model::{MAIN_FILE_ID, default_main_path, now_ms, path_folders, rfc3339, validate_path};
 
 macro_rules! session_columns {
     () => {
