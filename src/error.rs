@@ -129,8 +129,16 @@ impl Error {
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        Self::internal()
+        use crate::store::StoreError;
+        match e {
+            StoreError::MainFileUndeletable => Self::new(ErrorCode::Forbidden, e.to_string()),
+            // `InvalidPath` (INVALID_PATH) and `PathExists` (PATH_EXISTS) map
+            // here once those codes exist; until then they are internal.
+            e => {
+                tracing::error!(error = %e, "store error");
+                Self::internal()
+            }
+        }
     }
 }
 
