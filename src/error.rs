@@ -20,13 +20,17 @@ pub enum ErrorCode {
     RateLimited,
     MessageEmpty,
     MessageTooLong,
+    FileNotFound,
+    PathExists,
+    InvalidPath,
+    TooManyFiles,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in PROTOCOL.md's order (docs/PROTOCOL.md, "Error codes";
     /// `tests/docs_consistency.rs` checks the two agree).
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Unauthorized,
         Self::Forbidden,
         Self::SessionNotFound,
@@ -39,6 +43,10 @@ impl ErrorCode {
         Self::RateLimited,
         Self::MessageEmpty,
         Self::MessageTooLong,
+        Self::FileNotFound,
+        Self::PathExists,
+        Self::InvalidPath,
+        Self::TooManyFiles,
         Self::Internal,
     ];
 
@@ -57,6 +65,10 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::MessageEmpty => "MESSAGE_EMPTY",
             Self::MessageTooLong => "MESSAGE_TOO_LONG",
+            Self::FileNotFound => "FILE_NOT_FOUND",
+            Self::PathExists => "PATH_EXISTS",
+            Self::InvalidPath => "INVALID_PATH",
+            Self::TooManyFiles => "TOO_MANY_FILES",
             Self::Internal => "INTERNAL",
         }
     }
@@ -66,7 +78,8 @@ impl ErrorCode {
         match self {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
-            Self::SessionNotFound => 404,
+            Self::SessionNotFound | Self::FileNotFound => 404,
+            Self::PathExists => 409,
             Self::UpdateTooLarge | Self::DocumentTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
@@ -132,8 +145,14 @@ impl From<crate::store::StoreError> for Error {
         use crate::store::StoreError;
         match e {
             StoreError::MainFileUndeletable => Self::new(ErrorCode::Forbidden, e.to_string()),
-            // `InvalidPath` (INVALID_PATH) and `PathExists` (PATH_EXISTS) map
-            // here once those codes exist; until then they are internal.
+            StoreError::InvalidPath(_) | StoreError::PathExists { .. } => {
+                let code = if matches!(e, StoreError::PathExists { .. }) {
+                    ErrorCode::PathExists
+                } else {
+                    ErrorCode::InvalidPath
+                };
+                Self::new(code, e.to_string())
+            }
             e => {
                 tracing::error!(error = %e, "store error");
                 Self::internal()
@@ -166,7 +185,11 @@ mod tests {
             ErrorCode::RateLimited => 9,
             ErrorCode::MessageEmpty => 10,
             ErrorCode::MessageTooLong => 11,
-            ErrorCode::Internal => 12,
+            ErrorCode::FileNotFound => 12,
+            ErrorCode::PathExists => 13,
+            ErrorCode::InvalidPath => 14,
+            ErrorCode::TooManyFiles => 15,
+            ErrorCode::Internal => 16,
         }
     }
 

@@ -232,7 +232,7 @@ fn the_check_catches_drift() {
         (
             "an unknown code",
             format!(
-                "{}\nAlso `FILE_NOT_FOUND`.\n{}",
+                "{}\nAlso `DISK_FULL`.\n{}",
                 &doc[..planned_at],
                 &doc[planned_at..]
             ),
@@ -261,7 +261,7 @@ fn the_check_catches_drift() {
     }
     // What only the Planned part names is not a claim.
     let planned = &doc[planned_at..];
-    assert!(planned.contains("FILE_NOT_FOUND") && planned.contains("/files"));
+    assert!(planned.contains("/files"));
 }
 
 #[test]

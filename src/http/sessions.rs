@@ -459,8 +459,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     authorize(&st, &user, &id, Role::Owner).await?;
     st.app.manager.store().delete_session(&id).await?;
-    crate::protocol::native::evict_session(&st.io, &id);
-    crate::protocol::ysocketio::evict_session(&st.io, &id);
+    let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(&id);
+    crate::protocol::close_document(&st.io, &id, &err);
     st.app.manager.discard(&id);
     tracing::info!(session_id = %id, by = %user.id, "session deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -68,6 +68,19 @@ pub fn room(session_id: &str) -> String {
     format!("session:{session_id}")
 }
 
+/// Room of the native namespace that holds every socket of a user
+/// (PROTOCOL.md, "Per-user events"); sockets join it when they connect.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// Closes a document for every socket of both dialects that has it open
+/// (its session or file was deleted): they hear `error` `err`.
+pub fn close_document(io: &SocketIo, doc_id: &str, err: &crate::error::Error) {
+    native::close_document(io, doc_id, err);
+    ysocketio::close_document(io, doc_id, err);
+}
+
 /// Namespace of the y-socket.io dialect for a session.
 pub fn ysocketio_ns(session_id: &str) -> String {
     format!("/yjs|{session_id}")

@@ -140,6 +140,9 @@ async fn authenticate_mw(
         conn: ConnState::new(user, &st.config),
         joined: Mutex::new(Joined::default()),
     });
+    // The user's room: per-user events reach every socket of the user
+    // before its connection completes (PROTOCOL.md, "Per-user events").
+    s.join(super::user_room(&ctx.conn.user.id));
     s.extensions.insert(ctx);
     // Handlers go on here, not in the connect handler: socketioxide sends
     // CONNECT and then spawns the connect handler, so events a client sends
@@ -454,15 +457,16 @@ pub fn revoke(io: &SocketIo, session_id: &str, conns: &[String]) {
     }
 }
 
-/// Removes every socket of a deleted session from its room with `SESSION_NOT_FOUND`.
-pub fn evict_session(io: &SocketIo, session_id: &str) {
-    let err =
-        Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(session_id);
-    for s in io.to(room(session_id)).sockets() {
+/// Closes document `doc_id` for every native socket that has it open: each
+/// hears `error` (`err`), leaves the document's room, and its presence there
+/// is dropped (awareness removed at once).
+pub fn close_document(io: &SocketIo, doc_id: &str, err: &Error) {
+    for s in io.to(room(doc_id)).sockets() {
         if let Some(c) = s.extensions.get::<Arc<NativeSocket>>() {
-            lock(&c.joined).docs.remove(session_id);
+            let presence = lock(&c.joined).docs.remove(doc_id);
+            drop(presence);
         }
-        s.leave(room(session_id));
-        emit_or_kick(&s, "error", &err);
+        s.leave(room(doc_id));
+        emit_or_kick(&s, "error", err);
     }
 }

@@ -161,18 +161,16 @@ fn ctx(s: &SocketRef) -> Arc<YSocket> {
         .expect("set by the connect middleware")
 }
 
-/// The session was deleted: each socket on its namespace hears `error`
-/// `SESSION_NOT_FOUND` and gets a DISCONNECT packet. (`SocketIo::delete_ns`
-/// alone drops the sockets without telling the clients, which then keep
-/// sending into a namespace that no longer exists.)
-pub fn evict_session(io: &SocketIo, session_id: &str) {
-    let Some(ns) = io.of(super::ysocketio_ns(session_id)) else {
+/// Closes document `doc_id` (a deleted session or file): each socket on its
+/// namespace hears `error` (`err`) and gets a DISCONNECT packet.
+/// (`SocketIo::delete_ns` alone drops the sockets without telling the
+/// clients, which then keep sending into a namespace that no longer exists.)
+pub fn close_document(io: &SocketIo, doc_id: &str, err: &Error) {
+    let Some(ns) = io.of(super::ysocketio_ns(doc_id)) else {
         return;
     };
-    let err =
-        Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(session_id);
     for s in ns.sockets() {
-        emit_or_kick(&s, "error", &err);
+        emit_or_kick(&s, "error", err);
         disconnect_or_kick(&s);
     }
 }
