@@ -103,6 +103,9 @@ pub struct Error {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The document the failed request named (workspace files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doc_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -113,6 +116,7 @@ impl Error {
             code,
             message: message.into(),
             session_id: None,
+            doc_id: None,
             retry_after_ms: None,
         }
     }
@@ -127,8 +131,33 @@ impl Error {
         self
     }
 
+    /// Names the document (and its session) a failed request was about.
+    /// A malformed id is kept as the session id only.
+    pub fn with_doc(mut self, doc_id: &str) -> Self {
+        match crate::model::DocId::parse(doc_id) {
+            Ok(d) => {
+                self.session_id = Some(d.session.clone());
+                self.doc_id = Some(doc_id.to_owned());
+            }
+            Err(_) => self.session_id = Some(doc_id.to_owned()),
+        }
+        self
+    }
+
     pub fn rate_limited(retry_after_ms: u64) -> Self {
         Self::rate_limited_with(retry_after_ms, "update rate limit exceeded")
+    }
+
+    /// An update that skips clocks the server has not seen (its
+    /// predecessor has not arrived): not applied; a socket is asked to
+    /// resync (`INVALID_UPDATE` with this message).
+    pub fn out_of_order() -> Self {
+        Self::new(ErrorCode::InvalidUpdate, OUT_OF_ORDER)
+    }
+
+    /// Was this [`Error::out_of_order`]?
+    pub fn is_out_of_order(&self) -> bool {
+        self.code == ErrorCode::InvalidUpdate && self.message == OUT_OF_ORDER
     }
 
     /// `RATE_LIMITED` with its own message (which budget ran out).
@@ -160,6 +189,9 @@ impl From<crate::store::StoreError> for Error {
         }
     }
 }
+
+const OUT_OF_ORDER: &str =
+    "the update skips clocks the server has not seen; the server asks for a resync";
 
 /// Result with the client-facing [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

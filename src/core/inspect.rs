@@ -61,10 +61,11 @@ pub enum Refused {
 pub struct Inspection {
     /// `(client, clock)` of every nested shared type the update creates.
     pub nested_types: Vec<(u64, u32)>,
-    /// Per client in the struct section, the clock just past its last
-    /// struct: an update is a pure re-send only if the document's state
-    /// vector already reaches each of these.
-    pub clock_ends: Vec<(u64, u32)>,
+    /// Per client in the struct section: `(client, first clock, clock just
+    /// past its last struct)`. An update is a pure re-send only if the
+    /// document's state vector already reaches every end, and it skips
+    /// clocks if a start lies beyond the state vector.
+    pub clock_ranges: Vec<(u64, u32, u32)>,
 }
 
 type R<T> = Result<T, Refused>;
@@ -82,6 +83,7 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
         let structs: u32 = m(c.read_var())?;
         let client: u64 = m(c.read_var())?;
         let mut clock: u32 = m(c.read_var())?;
+        let start = clock;
         for _ in 0..structs {
             let len = match m(c.read_u8())? {
                 SKIP | GC => m(c.read_var::<u32>())?,
@@ -113,7 +115,7 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
             // yrs drops zero-length blocks without advancing the clock.
             clock = clock.wrapping_add(len);
         }
-        out.clock_ends.push((client, clock));
+        out.clock_ranges.push((client, start, clock));
     }
     // The delete set: flat, but its counts too must be backed by bytes
     // before yrs reserves memory for them.

@@ -144,6 +144,16 @@ impl DocManager {
         self.docs().iter().filter(|(_, s)| s.initialized()).count()
     }
 
+    /// The loaded documents of a session: its main document and its files.
+    pub fn loaded_of_session(&self, session_id: &str) -> Vec<Arc<SessionDoc>> {
+        let prefix = format!("{session_id}{}", crate::model::DOC_ID_SEPARATOR);
+        self.docs()
+            .iter()
+            .filter(|(id, _)| &***id == session_id || id.starts_with(&prefix))
+            .filter_map(|(_, s)| s.get().cloned())
+            .collect()
+    }
+
     /// The loaded document, if it is in memory (no load, no lease).
     pub fn get_loaded(&self, id: &str) -> Option<Arc<SessionDoc>> {
         self.docs().peek(id).and_then(|s| s.get().cloned())
@@ -169,7 +179,12 @@ impl DocManager {
                     let started = std::time::Instant::now();
                     let stored = self.store.load_document(id).await?;
                     let Some(stored) = stored else {
-                        return Err(Error::new(ErrorCode::SessionNotFound, "no such session"));
+                        return Err(match crate::model::DocId::parse(id) {
+                            Ok(d) if !d.is_main() => {
+                                Error::new(ErrorCode::FileNotFound, "no such file")
+                            }
+                            _ => Error::new(ErrorCode::SessionNotFound, "no such session"),
+                        });
                     };
                     let doc =
                         SessionDoc::load(id, &stored, &self.cfg.limits).map_err(Error::from)?;
@@ -257,6 +272,7 @@ impl DocManager {
         };
         let (applied, update, failure) = match doc.apply_update(&update, &self.cfg.limits)? {
             Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
+            Applied::OutOfOrder => return Err(Error::out_of_order()),
             applied => (applied, update, None),
         };
         if applied == Applied::Empty {

@@ -73,6 +73,19 @@ pub enum Applied {
     /// change: `effective` (exactly what changed) must be relayed and logged
     /// like any change, and the sender still hears `error`.
     Partial { effective: Bytes, error: Error },
+    /// Not applied: for some client the update starts past the clock the
+    /// document has (an earlier update of that client has not arrived, or
+    /// never will). yrs 0.28 integrates such structs without moving its
+    /// state vector and its block search then panics (found by fuzzing), so
+    /// the gap is never handed to yrs; the sender is asked to resync.
+    OutOfOrder,
+}
+
+/// Does the update skip clocks the state vector `sv` has not reached?
+fn skips_clocks(ranges: &[(u64, u32, u32)], sv: &StateVector) -> bool {
+    ranges
+        .iter()
+        .any(|(client, start, end)| end > start && *start > sv.get(&ClientID::new(*client)))
 }
 
 /// Checks an untrusted update before yrs decodes it, then decodes it.
@@ -219,6 +232,10 @@ impl SessionDoc {
                 let (u, inspection) = decode_checked(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("document {id}: {}", e.message)))?;
                 nested_types.extend(inspection.nested_types);
+                if skips_clocks(&inspection.clock_ranges, &txn.state_vector()) {
+                    tracing::warn!(session_id = id, "stored update skips clocks; left out");
+                    continue;
+                }
                 if nested_types.len() > limits.max_nested_types {
                     return Err(StoreError::Corrupt(format!(
                         "document {id}: more than {} nested shared types (raise --max-nested-types to load it)",
@@ -315,12 +332,24 @@ impl SessionDoc {
         let (changed, failure) = {
             let mut txn = self.doc.transact_mut();
             let before = txn.state_vector();
+            if skips_clocks(&inspection.clock_ranges, &before) {
+                return Ok(Applied::OutOfOrder);
+            }
             // A pure re-send: every struct is below the state vector already.
             let resend = inspection
-                .clock_ends
+                .clock_ranges
                 .iter()
-                .all(|(client, end)| *end <= before.get(&ClientID::new(*client)));
-            let result = txn.apply_update(update);
+                .all(|(client, _, end)| *end <= before.get(&ClientID::new(*client)));
+            // yrs has panicked on fuzzed input inside integration; a panic
+            // must not take the task (or the next transaction) down.
+            let result =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => {
+                        tracing::error!(session_id = %self.id, "yrs panicked applying an update");
+                        Err("yrs panicked".to_owned())
+                    }
+                };
             // New structs, new deletions, or anything parked waiting for a
             // missing dependency (an update that arrived out of order) count
             // as a change; a pure re-send does not. Compared whatever the
@@ -816,8 +845,12 @@ mod ooo_tests {
     use super::*;
     use yrs::Text;
 
+    /// An update that skips clocks is not handed to yrs (which integrates
+    /// it without moving its state vector and later panics in its block
+    /// search): it waits for a resync, and once its predecessors are there it
+    /// applies.
     #[test]
-    fn out_of_order_updates_are_relayed() {
+    fn updates_that_skip_clocks_wait_for_their_predecessors() {
         let limits = Limits {
             max_update_bytes: 1 << 20,
             max_document_bytes: 1 << 20,
@@ -832,11 +865,19 @@ mod ooo_tests {
             ta.insert(&mut txn, (i * 7) % (len + 1), "x");
             ups.push(txn.encode_update_v1());
         }
-        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
-        // Reverse order: every update but the first arrives before its dependencies.
+        let d = SessionDoc::load("s", &StoredDocument::default(), &limits).unwrap();
+        // Reverse order: every update but the first skips clocks.
         for (i, u) in ups.iter().enumerate().rev() {
             let r = d.apply_update(u, &limits).unwrap();
-            assert_eq!(r, Applied::Changed, "update {i} dropped");
+            if i == 0 {
+                assert_eq!(r, Applied::Changed);
+            } else {
+                assert_eq!(r, Applied::OutOfOrder, "update {i}");
+            }
+        }
+        // The resync brings them in order.
+        for u in &ups[1..] {
+            assert_eq!(d.apply_update(u, &limits).unwrap(), Applied::Changed);
         }
         assert_eq!(d.text(), ta.get_string(&a.transact()));
     }

@@ -20,6 +20,11 @@ pub struct Presence {
     doc: DocLease,
     conn: String,
     user: Arc<User>,
+    /// The session's main document: the one whose presence is the
+    /// session's participant list (`user-joined`/`user-left`, the
+    /// participants row). A file document's presence only carries awareness
+    /// and the connection's role there.
+    main: bool,
 }
 
 impl Presence {
@@ -27,7 +32,8 @@ impl Presence {
     /// user's first connection, the participants row.
     pub fn join(st: &AppState, doc: DocLease, conn: &str, user: Arc<User>, role: Role) -> Self {
         let outcome = doc.join(conn, &user, role);
-        if outcome.first_for_user {
+        let main = !doc.id.contains(crate::model::DOC_ID_SEPARATOR);
+        if outcome.first_for_user && main {
             if let Some(f) = st.manager.fanout() {
                 f.user_joined(&doc.id, &outcome.participant, Some(conn));
             }
@@ -38,6 +44,7 @@ impl Presence {
             doc,
             conn: conn.to_owned(),
             user,
+            main,
         }
     }
 
@@ -69,6 +76,9 @@ impl Drop for Presence {
         };
         if let Some(removal) = &out.awareness_removal {
             f.awareness(&self.doc.id, removal, Some(&self.conn));
+        }
+        if !self.main {
+            return;
         }
         if out.stopped_typing {
             f.typing_stopped(&self.doc.id, &self.user.id);

@@ -48,9 +48,18 @@ async fn check_and_submit(
     }
     st.manager.limits().check_update_size(update.len())?;
     take_budget(s, st, conn, doc, dialect)?;
-    st.manager
+    let result = st
+        .manager
         .submit(doc, update, Some(s.id.as_str()), want_ack)
-        .await
+        .await;
+    if let Err(e) = &result
+        && e.is_out_of_order()
+    {
+        // Its predecessor is probably still on its way (events of one
+        // socket run concurrently): ask for a diff once it had time to land.
+        schedule_heal(s, st, conn, doc, Duration::from_millis(50), dialect);
+    }
+    result
 }
 
 /// One unit of the socket's update budget; when it is spent, a resync is
