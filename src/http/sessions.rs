@@ -276,38 +276,39 @@ pub async fn get(
 /// (guests included: theirs follows the public role); connections left
 /// without access are removed from the session at once. `only`: one user.
 async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
-    let Some(doc) = st.app.manager.get_loaded(&session.id) else {
-        return Ok(());
-    };
     let mut rows: HashMap<String, Option<Role>> = HashMap::new();
-    let mut revoked = Vec::new();
-    for t in doc.role_targets() {
-        if only.is_some_and(|u| u != t.user_id) {
-            continue;
-        }
-        let role = match t.guest_cap {
-            Some(cap) => guest_role(session, cap),
-            None => {
-                if !rows.contains_key(&t.user_id) {
-                    let row = st
-                        .app
-                        .manager
-                        .store()
-                        .participant(&session.id, &t.user_id)
-                        .await?
-                        .and_then(|p| p.role);
-                    rows.insert(t.user_id.clone(), row);
-                }
-                row_or_public_role(session, rows[&t.user_id])
+    // The main document and every loaded file: each holds the roles of
+    // the connections that have it open.
+    for doc in st.app.manager.loaded_of_session(&session.id) {
+        let mut revoked = Vec::new();
+        for t in doc.role_targets() {
+            if only.is_some_and(|u| u != t.user_id) {
+                continue;
             }
-        };
-        if doc.set_conn_role(&t.conn, role) {
-            revoked.push(t.conn);
+            let role = match t.guest_cap {
+                Some(cap) => guest_role(session, cap),
+                None => {
+                    if !rows.contains_key(&t.user_id) {
+                        let row = st
+                            .app
+                            .manager
+                            .store()
+                            .participant(&session.id, &t.user_id)
+                            .await?
+                            .and_then(|p| p.role);
+                        rows.insert(t.user_id.clone(), row);
+                    }
+                    row_or_public_role(session, rows[&t.user_id])
+                }
+            };
+            if doc.set_conn_role(&t.conn, role) {
+                revoked.push(t.conn);
+            }
         }
-    }
-    if !revoked.is_empty() {
-        tracing::info!(session_id = %session.id, connections = revoked.len(), "access revoked; removing connections");
-        crate::protocol::revoke(&st.io, &session.id, &revoked);
+        if !revoked.is_empty() {
+            tracing::info!(doc_id = %doc.id, connections = revoked.len(), "access revoked; removing connections");
+            crate::protocol::revoke(&st.io, &doc.id, &revoked);
+        }
     }
     Ok(())
 }

@@ -86,11 +86,15 @@ pub fn ysocketio_ns(session_id: &str) -> String {
     format!("/yjs|{session_id}")
 }
 
-/// Removes connections whose access to a session was revoked, in both
-/// dialects (see [`native::revoke`], [`ysocketio::revoke`]).
-pub fn revoke(io: &SocketIo, session_id: &str, conns: &[String]) {
-    native::revoke(io, session_id, conns);
-    ysocketio::revoke(io, session_id, conns);
+/// Removes connections whose access to a document was revoked, in both
+/// dialects: native sockets leave the whole session (its files too) when
+/// it is the session's main document (see [`native::revoke`]); y-socket.io
+/// sockets of that document are disconnected ([`ysocketio::revoke`]).
+pub fn revoke(io: &SocketIo, doc_id: &str, conns: &[String]) {
+    if !doc_id.contains(crate::model::DOC_ID_SEPARATOR) {
+        native::revoke(io, doc_id, conns);
+    }
+    ysocketio::revoke(io, doc_id, conns);
 }
 
 /// Extractor: did the client ask for an ack? (`AckSender::send` is a silent

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
-use crate::model::{ChatMessage, Participant, Role};
+use crate::model::{ChatMessage, DocId, File, Participant, Role, validate_session_id};
 
 /// Chat messages longer than this (in characters, after trimming) are refused.
 pub const MAX_CHAT_CHARS: usize = 1000;
@@ -41,15 +41,28 @@ struct Joined {
 }
 
 impl NativeSocket {
-    /// A lease on a joined session's document, for the duration of one request.
-    fn doc(&self, session_id: &str) -> Result<DocLease, Error> {
+    /// A lease on a document this socket has open (a joined session's main
+    /// document, or an opened file), for the duration of one request.
+    /// Checked in PROTOCOL.md's order: id format, then joined/opened.
+    fn doc(&self, doc_id: &str) -> Result<DocLease, Error> {
+        DocId::parse(doc_id).map_err(|e| e.with_doc(doc_id))?;
         lock(&self.joined)
             .docs
-            .get(session_id)
+            .get(doc_id)
             .map(|p| p.lease().clone())
             .ok_or_else(|| {
-                Error::new(ErrorCode::NotJoined, "join the session first").with_session(session_id)
+                Error::new(
+                    ErrorCode::NotJoined,
+                    "join the session or open the file first",
+                )
+                .with_doc(doc_id)
             })
+    }
+
+    /// A joined session's main document (chat, typing: sessions only).
+    fn session_doc(&self, session_id: &str) -> Result<DocLease, Error> {
+        validate_session_id(session_id)?;
+        self.doc(session_id)
     }
 }
 
@@ -71,6 +84,13 @@ pub struct SessionArg {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct FileArg {
+    session_id: String,
+    file_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ChatArg {
     session_id: String,
     content: String,
@@ -84,6 +104,7 @@ struct JoinReply {
     role: Role,
     participants: Vec<Participant>,
     chat: Vec<ChatMessage>,
+    files: Vec<File>,
 }
 
 #[derive(Serialize)]
@@ -208,6 +229,44 @@ fn register_handlers(s: &SocketRef) {
         },
     );
     s.on(
+        "open-file",
+        async |s: SocketRef,
+               TryData(a): TryData<FileArg>,
+               ack: AckSender,
+               WantsAck(w): WantsAck,
+               State(st): State<AppState>| {
+            let result = match a {
+                Ok(a) => open_file(&s, &st, &a.session_id, &a.file_id).await,
+                Err(_) => Err(invalid_payload()),
+            };
+            let opened = result.as_ref().ok().map(|(doc_id, _)| doc_id.clone());
+            reply(
+                &s,
+                ack,
+                w,
+                result.map(|(doc_id, file)| {
+                    serde_json::json!({ "ok": true, "docId": doc_id.to_string(), "file": file })
+                }),
+            );
+            if let Some(doc_id) = opened.filter(|d| !d.is_main()) {
+                after_join(&s, &st, &doc_id.to_string());
+            }
+        },
+    );
+    s.on(
+        "close-file",
+        async |s: SocketRef,
+               TryData(a): TryData<FileArg>,
+               ack: AckSender,
+               WantsAck(w): WantsAck| {
+            let result = match a {
+                Ok(a) => close_file(&s, &a.session_id, &a.file_id).map(|()| ok()),
+                Err(_) => Err(invalid_payload()),
+            };
+            reply(&s, ack, w, result);
+        },
+    );
+    s.on(
         "yjs-sync-step-1",
         async |s: SocketRef,
                TryData(a): TryData<(String, Bytes)>,
@@ -217,7 +276,7 @@ fn register_handlers(s: &SocketRef) {
                 Ok((id, sv)) => ctx(&s)
                     .doc(&id)
                     .and_then(|d| d.diff(&sv))
-                    .map_err(|e| e.with_session(&id)),
+                    .map_err(|e| e.with_doc(&id)),
                 Err(_) => Err(invalid_payload()),
             };
             reply(&s, ack, w, result);
@@ -240,7 +299,7 @@ fn register_handlers(s: &SocketRef) {
                         Err(e) => Err(e),
                     }
                     .map(|()| ok())
-                    .map_err(|e| e.with_session(&id))
+                    .map_err(|e| e.with_doc(&id))
                 }
                 Err(_) => Err(invalid_payload()),
             };
@@ -259,7 +318,7 @@ fn register_handlers(s: &SocketRef) {
                     let c = ctx(&s);
                     c.doc(&id)
                         .and_then(|d| relay_awareness(&s, &st, &c.conn, &d, bytes))
-                        .map_err(|e| e.with_session(&id))
+                        .map_err(|e| e.with_doc(&id))
                 }
                 Err(_) => Err(invalid_payload()),
             };
@@ -339,6 +398,7 @@ async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinRepl
         .store()
         .list_chat(session_id, None, JOIN_CHAT_HISTORY)
         .await?;
+    let files = st.manager.store().list_files(session_id).await?;
     // No `.await` from here on: presence is registered only on a socket
     // that is still connected, atomically with the disconnect handler.
     let mut joined = lock(&c.joined);
@@ -360,20 +420,99 @@ async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinRepl
         role,
         participants,
         chat,
+        files,
     })
 }
 
-/// After the join ack: ask the client for what it has (sync step 1) and send
-/// the presence of everyone already there.
-fn after_join(s: &SocketRef, st: &AppState, session_id: &str) {
+/// `open-file`: the file's document joins the socket's open documents,
+/// with the connection's role in the session. `main` is always open.
+async fn open_file(
+    s: &SocketRef,
+    st: &AppState,
+    session_id: &str,
+    file_id: &str,
+) -> Result<(DocId, File), Error> {
     let c = ctx(s);
-    let Ok(doc) = c.doc(session_id) else {
+    validate_session_id(session_id)?;
+    let doc_id = DocId::for_file(session_id, file_id).ok_or_else(|| {
+        Error::new(
+            ErrorCode::InvalidSessionId,
+            "file ids match ^[A-Za-z0-9_-]{1,64}$",
+        )
+        .with_session(session_id)
+    })?;
+    let key = doc_id.to_string();
+    let role = {
+        let joined = lock(&c.joined);
+        joined.docs.get(session_id).and_then(|p| p.role())
+    }
+    .ok_or_else(|| Error::new(ErrorCode::NotJoined, "join the session first").with_doc(&key))?;
+    let file = st
+        .manager
+        .store()
+        .get_file(session_id, file_id)
+        .await?
+        .ok_or_else(|| Error::new(ErrorCode::FileNotFound, "no such file").with_doc(&key))?;
+    if doc_id.is_main() || lock(&c.joined).docs.contains_key(&key) {
+        return Ok((doc_id, file));
+    }
+    let lease = st.manager.open(&key).await.map_err(|e| e.with_doc(&key))?;
+    let mut joined = lock(&c.joined);
+    if joined.closed {
+        return Err(gone());
+    }
+    if !joined.docs.contains_key(session_id) {
+        return Err(Error::new(ErrorCode::NotJoined, "the session was left").with_doc(&key));
+    }
+    if !joined.docs.contains_key(&key) {
+        let presence = Presence::join(st, lease, s.id.as_str(), c.conn.user.clone(), role);
+        s.join(room(&key));
+        joined.docs.insert(key, presence);
+    }
+    Ok((doc_id, file))
+}
+
+/// `close-file`: the socket's presence in the file's document goes (its
+/// awareness states are removed at once). `main` stays open.
+fn close_file(s: &SocketRef, session_id: &str, file_id: &str) -> Result<(), Error> {
+    validate_session_id(session_id)?;
+    let doc_id = DocId::for_file(session_id, file_id).ok_or_else(|| {
+        Error::new(
+            ErrorCode::InvalidSessionId,
+            "file ids match ^[A-Za-z0-9_-]{1,64}$",
+        )
+        .with_session(session_id)
+    })?;
+    let key = doc_id.to_string();
+    let c = ctx(s);
+    let presence = {
+        let mut joined = lock(&c.joined);
+        if !joined.docs.contains_key(session_id) {
+            return Err(Error::new(ErrorCode::NotJoined, "join the session first").with_doc(&key));
+        }
+        if doc_id.is_main() {
+            return Ok(());
+        }
+        joined.docs.remove(&key)
+    };
+    if presence.is_some() {
+        s.leave(room(&key));
+    }
+    drop(presence);
+    Ok(())
+}
+
+/// After a join (or an `open-file`) ack: ask the client for what it has
+/// (sync step 1) and send the presence of everyone already there.
+fn after_join(s: &SocketRef, st: &AppState, doc_id: &str) {
+    let c = ctx(s);
+    let Ok(doc) = c.doc(doc_id) else {
         return;
     };
     let states = doc.awareness_states();
     request_client_diff(s.clone(), st.clone(), c.conn.clone(), doc, Dialect::Native);
     if let Some(states) = states {
-        emit_or_kick(s, "yjs-awareness", &(session_id, states));
+        emit_or_kick(s, "yjs-awareness", &(doc_id, states));
     }
 }
 
@@ -384,7 +523,7 @@ async fn chat(
     content: &str,
 ) -> Result<ChatMessage, Error> {
     let c = ctx(s);
-    c.doc(session_id)?;
+    c.session_doc(session_id)?;
     let content = validate_chat(content)?;
     let msg = st
         .manager
@@ -414,7 +553,7 @@ pub fn validate_chat(content: &str) -> Result<&str, Error> {
 
 fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error> {
     let c = ctx(s);
-    let doc = c.doc(session_id)?;
+    let doc = c.session_doc(session_id)?;
     let changed = doc.set_typing(&c.conn.user.id, typing, tokio::time::Instant::now());
     if typing {
         // Always relay a refresh: the 5 s expiry restarts at the others too.
@@ -431,14 +570,30 @@ fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error
     Ok(())
 }
 
-/// Leaves one session; `false` if the socket had not joined it.
+/// Leaves one session and closes its files; `false` if the socket had not
+/// joined it.
 fn leave(s: &SocketRef, session_id: &str) -> bool {
-    let presence = lock(&ctx(s).joined).docs.remove(session_id);
-    let Some(presence) = presence else {
-        return false;
+    let c = ctx(s);
+    let prefix = format!("{session_id}{}", crate::model::DOC_ID_SEPARATOR);
+    let left: Vec<(String, Presence)> = {
+        let mut joined = lock(&c.joined);
+        if !joined.docs.contains_key(session_id) {
+            return false;
+        }
+        let ids: Vec<String> = joined
+            .docs
+            .keys()
+            .filter(|k| *k == session_id || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        ids.into_iter()
+            .filter_map(|k| joined.docs.remove(&k).map(|p| (k, p)))
+            .collect()
     };
-    s.leave(room(session_id));
-    drop(presence);
+    for (doc_id, presence) in left {
+        s.leave(room(&doc_id));
+        drop(presence);
+    }
     true
 }
 

@@ -53,6 +53,11 @@ impl Presence {
         self.doc.join(&self.conn, &self.user, role);
     }
 
+    /// The connection's current role in this document.
+    pub fn role(&self) -> Option<Role> {
+        self.doc.role_of(&self.conn)
+    }
+
     /// The lease (another one, for work that outlives this borrow).
     pub fn lease(&self) -> &DocLease {
         &self.doc

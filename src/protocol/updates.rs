@@ -145,7 +145,7 @@ pub fn request_client_diff(
                 if let Err(e) = result
                     && e.code != crate::error::ErrorCode::RateLimited
                 {
-                    emit_or_kick(&s, "error", &e.with_session(&doc.id));
+                    emit_or_kick(&s, "error", &e.with_doc(&doc.id));
                 }
             }
             Err(e) => tracing::debug!(socket_id = %s.id, error = %e, "no sync-step-1 reply"),

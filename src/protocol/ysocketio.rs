@@ -16,7 +16,7 @@ use super::{
     emit_or_kick, lock, relay_awareness, request_client_diff, resolve_session,
 };
 use crate::error::{Error, ErrorCode};
-use crate::model::validate_session_id;
+use crate::model::DocId;
 
 /// Per-socket state: one socket, one session. Dropped with the socket (or
 /// by the disconnect handler), which removes its presence.
@@ -105,10 +105,12 @@ async fn connect(
     pending: PendingConnect,
 ) -> Result<(), (Error, PendingConnect)> {
     let id = session_id_of(s.ns()).to_owned();
-    // Junk names (too long, bad characters) are refused before anything else.
-    if let Err(e) = validate_session_id(&id) {
-        return Err((e, pending));
-    }
+    // Junk names (too long, bad characters) are refused before anything
+    // else. The room name is a document id: a session, or `<sid>~<fid>`.
+    let doc_id = match DocId::parse(&id) {
+        Ok(d) => d,
+        Err(e) => return Err((e, pending)),
+    };
     if let Some(key) = foreign_query_key(s.req_parts().uri.query()) {
         // socket.io-client turns `/yjs|a?b` into namespace `/yjs|a` plus a
         // handshake query `b`: refuse instead of joining session `a`.
@@ -122,11 +124,20 @@ async fn connect(
         Ok(u) => u,
         Err(e) => return Err((e, pending)),
     };
-    let (session, role) = match resolve_session(st, &user, &id).await {
+    let (_session, role) = match resolve_session(st, &user, &doc_id.session).await {
         Ok(r) => r,
         Err(e) => return Err((e, pending)),
     };
-    let lease = match st.manager.open(&session.id).await {
+    if let Some(file) = &doc_id.file {
+        match st.manager.store().get_file(&doc_id.session, file).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err((Error::new(ErrorCode::FileNotFound, "no such file"), pending));
+            }
+            Err(e) => return Err((e.into(), pending)),
+        }
+    }
+    let lease = match st.manager.open(&id).await {
         Ok(l) => l,
         Err(e) => return Err((e, pending)),
     };
@@ -175,17 +186,17 @@ pub fn close_document(io: &SocketIo, doc_id: &str, err: &Error) {
     }
 }
 
-/// Disconnects the given sockets of a session whose access was revoked,
+/// Disconnects the given sockets of a document whose access was revoked,
 /// after an `error` `FORBIDDEN`; reconnecting is refused the same way.
-pub fn revoke(io: &SocketIo, session_id: &str, conns: &[String]) {
-    let Some(ns) = io.of(super::ysocketio_ns(session_id)) else {
+pub fn revoke(io: &SocketIo, doc_id: &str, conns: &[String]) {
+    let Some(ns) = io.of(super::ysocketio_ns(doc_id)) else {
         return;
     };
     let err = Error::new(
         ErrorCode::Forbidden,
         "your access to this session was removed",
     )
-    .with_session(session_id);
+    .with_doc(doc_id);
     for s in ns.sockets() {
         if conns.iter().any(|c| c == s.id.as_str()) {
             emit_or_kick(&s, "error", &err);
@@ -238,7 +249,7 @@ fn register_handlers(s: &SocketRef) {
             Ok(diff) => {
                 let _ = ack.send(&diff);
             }
-            Err(e) => emit_or_kick(&s, "error", &e.with_session(session_id_of(s.ns()))),
+            Err(e) => emit_or_kick(&s, "error", &e.with_doc(session_id_of(s.ns()))),
         },
     );
     s.on(
@@ -255,7 +266,7 @@ fn register_handlers(s: &SocketRef) {
                 )),
             };
             if let Err(e) = result {
-                emit_or_kick(&s, "error", &e.with_session(&c.doc.id));
+                emit_or_kick(&s, "error", &e.with_doc(&c.doc.id));
             }
         },
     );
@@ -272,7 +283,7 @@ fn register_handlers(s: &SocketRef) {
                 })
                 .and_then(|u| relay_awareness(&s, &st, &c.conn, &c.doc, u));
             if let Err(e) = result {
-                emit_or_kick(&s, "error", &e.with_session(&c.doc.id));
+                emit_or_kick(&s, "error", &e.with_doc(&c.doc.id));
             }
         },
     );
