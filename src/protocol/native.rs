@@ -464,10 +464,10 @@ async fn open_file(
     if !joined.docs.contains_key(session_id) {
         return Err(Error::new(ErrorCode::NotJoined, "the session was left").with_doc(&key));
     }
-    if !joined.docs.contains_key(&key) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = joined.docs.entry(key) {
         let presence = Presence::join(st, lease, s.id.as_str(), c.conn.user.clone(), role);
-        s.join(room(&key));
-        joined.docs.insert(key, presence);
+        s.join(room(slot.key()));
+        slot.insert(presence);
     }
     Ok((doc_id, file))
 }
