@@ -47,7 +47,7 @@ const SECRET: &str = "hostile-suite-secret";
 /// How far above its baseline the server's RSS may stay once an attack is over.
 const BAND_KIB: u64 = 48 * 1024;
 /// How long a request may go unanswered before it counts as silent.
-const SILENCE: Duration = Duration::from_secs(3);
+const SILENCE: Duration = Duration::from_secs(5);
 const T: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
@@ -250,8 +250,9 @@ impl Server {
             .collect()
     }
 
-    /// Sum of a Prometheus series (all label sets whose text contains `labels`).
-    async fn metric(&self, name: &str, labels: &str) -> f64 {
+    /// Sum of a Prometheus series (all label sets whose text contains
+    /// `labels`); `None` if the server exports no such series.
+    async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
         let body = self
             .http
             .get(format!("{}/metrics", self.url))
@@ -261,13 +262,15 @@ impl Server {
             .text()
             .await
             .unwrap();
-        body.lines()
+        let values: Vec<f64> = body
+            .lines()
             .filter(|l| {
                 l.split(['{', ' ']).next() == Some(name)
                     && (labels.is_empty() || l.contains(labels))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     /// The end of every attack: alive, a fresh pair converges, RSS back in band.
@@ -1329,8 +1332,9 @@ async fn join_floods_of_unknown_sessions() {
     );
     let namespaces = srv.metric("tandem_ysocketio_namespaces", "").await;
     assert_eq!(
-        namespaces, 0.0,
-        "refused y-socket.io connects left namespaces"
+        namespaces,
+        Some(0.0),
+        "refused y-socket.io connects (and none accepted) left namespaces"
     );
     srv.after_attack("join floods", &session, watch).await;
 }
@@ -1483,7 +1487,8 @@ async fn clients_that_never_read_are_disconnected() {
     }
     let kicked_before = srv
         .metric("tandem_slow_consumers_disconnected_total", "")
-        .await;
+        .await
+        .unwrap_or(0.0);
 
     // The writer sends 600 inserts of 8 KB, each deleted again by the next
     // update (4.8 MB on the wire to every reader, a tiny document): more
@@ -1514,6 +1519,7 @@ async fn clients_that_never_read_are_disconnected() {
     let kicked = srv
         .metric("tandem_slow_consumers_disconnected_total", "")
         .await
+        .unwrap_or(0.0)
         - kicked_before;
     assert!(kicked >= 4.0, "only {kicked} slow consumers disconnected");
     // ... and their connections end once they read what was queued.
@@ -1603,7 +1609,7 @@ async fn connection_flood_from_one_ip() {
     let states = futures::future::join_all(
         flood
             .iter_mut()
-            .map(|t| closed_within(t, Duration::from_millis(800))),
+            .map(|t| closed_within(t, Duration::from_millis(1500))),
     )
     .await;
     let closed = states.iter().filter(|c| **c).count();
@@ -1650,7 +1656,8 @@ async fn connection_flood_from_one_ip() {
     newcomer.close();
     let refused = srv
         .metric("tandem_connections_refused_total", "per_ip_limit")
-        .await;
+        .await
+        .unwrap_or(0.0);
     assert!(
         refused >= closed as f64,
         "refusals counted {refused}, seen {closed}"
