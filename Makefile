@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node services bench bench-compare fmt lint clean
+.PHONY: run build test test-rust test-node services bench bench-compare soak fmt lint clean
 
 ## Build the server (release) and start it on the embedded SQLite default.
 run: build
@@ -44,3 +44,8 @@ clean:
 ## Tandem vs the Node y-socket.io server, same workload, one run (see BENCHMARKS.md).
 bench-compare:
 	bash scripts/bench-compare.sh
+
+## Soak, not in CI: SOAK_MINUTES (default 30) of tandem-load with clients leaving and
+## returning, documents evicted and reloaded; RSS every 10 s, latency, convergence (see BENCHMARKS.md).
+soak:
+	bash scripts/soak.sh

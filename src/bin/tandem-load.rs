@@ -111,11 +111,14 @@ impl Args {
     }
 }
 
-/// Send times of updates in flight, keyed by a hash of their bytes.
+/// Send times of updates in flight, keyed by [`key`].
 type Sent = Arc<std::sync::RwLock<HashMap<u64, Instant>>>;
 
-fn key(b: &[u8]) -> u64 {
+/// Editor `e` of every session replays the same update stream, so an
+/// update is identified by its session and its bytes.
+fn key(session: &str, b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.hash(&mut h);
     b.hash(&mut h);
     h.finish()
 }
@@ -175,7 +178,7 @@ fn spawn_reader(
     dialect: Dialect,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     doc: Doc,
-    sent: Option<Sent>,
+    sent: Option<(Sent, String)>,
     stats: Arc<Stats>,
     settling: Arc<AtomicBool>,
     closing: Arc<AtomicBool>,
@@ -224,8 +227,8 @@ fn spawn_reader(
                     let Some(b) = ev.args.get(bin_at).and_then(Arg::as_bin) else {
                         continue;
                     };
-                    if let Some(sent) = &sent {
-                        if let Some(t0) = sent.read().unwrap().get(&key(b)).copied() {
+                    if let Some((sent, session)) = &sent {
+                        if let Some(t0) = sent.read().unwrap().get(&key(session, b)).copied() {
                             latencies.push(
                                 ev.received
                                     .duration_since(t0)
@@ -305,7 +308,7 @@ async fn attach(
         a.dialect,
         rx,
         doc.clone(),
-        sent,
+        sent.map(|s| (s, session.to_owned())),
         stats.clone(),
         settling.clone(),
         closing.clone(),
@@ -459,6 +462,20 @@ async fn main() -> anyhow::Result<()> {
     let mut editors = Vec::new();
     let mut all_updates: HashMap<String, Vec<Bytes>> = HashMap::new();
 
+    // Each editor of a session replays the trace as its own Yjs client;
+    // editor `e` of every session replays the same stream (sessions are
+    // separate documents), so the trace is replayed once per editor index.
+    let streams: Vec<Arc<Vec<Bytes>>> = (0..a.editors)
+        .map(|_| {
+            Arc::new(
+                tandem::trace::updates(&trace)
+                    .0
+                    .into_iter()
+                    .map(Bytes::from)
+                    .collect(),
+            )
+        })
+        .collect();
     for s in 0..a.sessions {
         let session = format!("{}-{s}", a.session_prefix);
         for o in 0..a.observers {
@@ -485,13 +502,7 @@ async fn main() -> anyhow::Result<()> {
             let doc = Doc::new();
             let user = format!("ed{s}-{e}");
             let conn = attach(&a, &session, &user, &doc, None, &stats, &settling, false).await?;
-            // Each editor replays the trace as its own Yjs client.
-            let updates: Vec<Bytes> = tandem::trace::updates(&trace)
-                .0
-                .into_iter()
-                .map(Bytes::from)
-                .collect();
-            editors.push((s, session.clone(), user, doc, conn, updates));
+            editors.push((s, session.clone(), user, doc, conn, streams[e].clone()));
         }
     }
 
@@ -509,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
             let mut used = Vec::new();
             let mut next = Instant::now() + offset;
             let mut leave = a.next_leave(s, started, Instant::now(), deadline);
-            for u in updates {
+            for u in updates.iter().cloned() {
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -531,7 +542,7 @@ async fn main() -> anyhow::Result<()> {
                 if a.churn_secs > 0 {
                     doc.transact_mut().apply_update(Update::decode_v1(&u)?)?;
                 }
-                sent.write().unwrap().insert(key(&u), Instant::now());
+                sent.write().unwrap().insert(key(&session, &u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
                     Dialect::Ysocketio => vec![Arg::bin(u.clone())],
