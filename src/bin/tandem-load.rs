@@ -495,14 +495,14 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             observers.push((s, session.clone(), user, doc, conn));
         }
-        for e in 0..a.editors {
+        for (e, stream) in streams.iter().enumerate() {
             // The editor's replica: others' updates, and under churn its
             // own too, so it can answer the server's sync request after a
             // reconnect with anything the server lacks.
             let doc = Doc::new();
             let user = format!("ed{s}-{e}");
             let conn = attach(&a, &session, &user, &doc, None, &stats, &settling, false).await?;
-            editors.push((s, session.clone(), user, doc, conn, streams[e].clone()));
+            editors.push((s, session.clone(), user, doc, conn, stream.clone()));
         }
     }
 
@@ -542,7 +542,9 @@ async fn main() -> anyhow::Result<()> {
                 if a.churn_secs > 0 {
                     doc.transact_mut().apply_update(Update::decode_v1(&u)?)?;
                 }
-                sent.write().unwrap().insert(key(&session, &u), Instant::now());
+                sent.write()
+                    .unwrap()
+                    .insert(key(&session, &u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
                     Dialect::Ysocketio => vec![Arg::bin(u.clone())],
