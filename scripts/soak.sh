@@ -72,8 +72,10 @@ T0=$(date +%s) # seconds in the CSV count from here (server ready)
 ) &
 SAMPLER=$!
 
+CHURNING="all of a session's clients leave every ${CHURN}s for ${AWAY}s"
+[ "$CHURN" = 0 ] && CHURNING="no churn"
 echo "soak: $MINUTES min, $SESSIONS sessions x ($EDITORS editors + $OBSERVERS observers), $RATE updates/s per editor," \
-  "all of a session's clients leave every ${CHURN}s for ${AWAY}s; --max-loaded-documents $MAX_DOCS --idle-unload-secs $IDLE"
+  "$CHURNING; --max-loaded-documents $MAX_DOCS --idle-unload-secs $IDLE"
 STATUS=0
 LOAD_AT=$(($(date +%s) - T0)) # tandem-load connects its clients, then sends
 ./target/release/tandem-load --url "$URL" --secret "$SECRET" --sessions "$SESSIONS" \
