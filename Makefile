@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node services bench bench-compare fmt lint clean fuzz-smoke
+.PHONY: run build test test-rust test-node services bench bench-compare soak fmt lint clean fuzz-smoke
 
 ## Build the server (release) and start it on the embedded SQLite default.
 run: build
@@ -62,3 +62,8 @@ fuzz-smoke:
 		$(CARGO) +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECS) $(FUZZ_FLAGS) -print_final_stats=1; \
 	done
+
+## Soak, not in CI: SOAK_MINUTES (default 30) of tandem-load with clients leaving and
+## returning, documents evicted and reloaded; RSS every 10 s, latency, convergence (see BENCHMARKS.md).
+soak:
+	bash scripts/soak.sh

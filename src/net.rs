@@ -125,6 +125,8 @@ pub fn close_request(path: &str, sid: &str) -> axum::http::Request<axum::body::B
 pub struct Conn<T> {
     io: T,
     slot: Arc<Mutex<Slot>>,
+    /// Dropped with the stream (see [`Conn::hold`]).
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl<T: AsRawFd> Conn<T> {
@@ -137,9 +139,21 @@ impl<T: AsRawFd> Conn<T> {
             Self {
                 io,
                 slot: slot.clone(),
+                _held: None,
             },
             ConnCloser(slot),
         )
+    }
+}
+
+impl<T> Conn<T> {
+    /// Keeps `guard` alive exactly as long as the stream. An upgraded
+    /// connection outlives hyper's connection future (which ends at the
+    /// upgrade, handing the stream to the WebSocket), so per-connection
+    /// accounting must ride on the stream itself.
+    pub fn hold(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._held = Some(Box::new(guard));
+        self
     }
 }
 

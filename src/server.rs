@@ -80,6 +80,9 @@ async fn serve(
             tracing::warn!(error = %e, "TCP_NODELAY not set");
         }
         let (tcp, closer) = crate::net::Conn::new(tcp);
+        // Counted until the stream closes: for a WebSocket that is long
+        // after hyper's connection future, which ends at the upgrade.
+        let tcp = tcp.hold(slot);
         let router = router.clone();
         let engine_closer = engine_closer.clone();
         let socketio_path = limits.socketio_path.clone();
@@ -117,7 +120,6 @@ async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);

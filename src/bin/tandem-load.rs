@@ -6,6 +6,12 @@
 //! off an observer's socket. Prints a progress line
 //! per second and a JSON summary; exits non-zero if replicas disagree.
 //! Loopback targets only; bounded in time.
+//!
+//! For soaks, `--churn-secs` makes every session's clients leave together
+//! periodically and come back after `--churn-away-secs` (so the server can
+//! unload the document and must reload it), resyncing as real clients do,
+//! and `--check-http` compares each session's `GET /api/sessions/{id}/text`
+//! with the expected text at the end.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -18,6 +24,7 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 use tandem::client::{Arg, Client, Incoming};
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,7 +55,7 @@ struct Args {
     /// Updates per second sent by each editor.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
-    /// How long to send, in seconds (at most 600).
+    /// How long to send, in seconds (at most 7200).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
     /// Trace file (gzipped JSON, editing-traces format) replayed by each
@@ -67,13 +74,52 @@ struct Args {
     /// Only connect this many idle clients, hold them, report server RSS, exit.
     #[arg(long)]
     idle: Option<usize>,
+    /// Every this many seconds all clients of a session disconnect, stay
+    /// away for --churn-away-secs, then reconnect and resync (sessions
+    /// staggered; 0 = never).
+    #[arg(long, default_value_t = 0)]
+    churn_secs: u64,
+    /// How long a churned session stays without clients, in seconds.
+    #[arg(long, default_value_t = 5)]
+    churn_away_secs: u64,
+    /// At the end, also compare each session's `GET /api/sessions/{id}/text`
+    /// with the expected text (Tandem only; needs --secret).
+    #[arg(long)]
+    check_http: bool,
 }
 
-/// Send times of updates in flight, keyed by a hash of their bytes.
+impl Args {
+    /// When session `s` next leaves after `now` (churn), if before `deadline`
+    /// with time to come back.
+    fn next_leave(
+        &self,
+        s: usize,
+        started: Instant,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<Instant> {
+        if self.churn_secs == 0 {
+            return None;
+        }
+        let period = Duration::from_secs(self.churn_secs);
+        let offset = period.mul_f64(s as f64 / self.sessions.max(1) as f64);
+        let mut t = started + offset + period;
+        while t <= now {
+            t += period;
+        }
+        let back = t + Duration::from_secs(self.churn_away_secs + 2);
+        (back < deadline).then_some(t)
+    }
+}
+
+/// Send times of updates in flight, keyed by [`key`].
 type Sent = Arc<std::sync::RwLock<HashMap<u64, Instant>>>;
 
-fn key(b: &[u8]) -> u64 {
+/// Editor `e` of every session replays the same update stream, so an
+/// update is identified by its session and its bytes.
+fn key(session: &str, b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.hash(&mut h);
     b.hash(&mut h);
     h.finish()
 }
@@ -84,6 +130,8 @@ struct Stats {
     delivered: AtomicU64,
     errors: AtomicU64,
     disconnects: AtomicU64,
+    /// Deliberate reconnects (churn).
+    reconnects: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
 }
 
@@ -131,9 +179,10 @@ fn spawn_reader(
     dialect: Dialect,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     doc: Doc,
-    sent: Option<Sent>,
+    sent: Option<(Sent, String)>,
     stats: Arc<Stats>,
     settling: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut queued: Vec<Bytes> = Vec::new();
@@ -162,6 +211,7 @@ fn spawn_reader(
             };
             let ev = match inc {
                 Some(Incoming::Event(ev)) => ev,
+                Some(Incoming::Disconnected { .. }) if closing.load(Ordering::Relaxed) => break,
                 Some(Incoming::Disconnected { reason }) => {
                     // The server dropped this client (e.g. as a slow consumer);
                     // it does not reconnect, so its replica stays behind.
@@ -178,8 +228,8 @@ fn spawn_reader(
                     let Some(b) = ev.args.get(bin_at).and_then(Arg::as_bin) else {
                         continue;
                     };
-                    if let Some(sent) = &sent {
-                        if let Some(t0) = sent.read().unwrap().get(&key(b)).copied() {
+                    if let Some((sent, session)) = &sent {
+                        if let Some(t0) = sent.read().unwrap().get(&key(session, b)).copied() {
                             latencies.push(
                                 ev.received
                                     .duration_since(t0)
@@ -214,7 +264,120 @@ fn spawn_reader(
                 _ => {}
             }
         }
+        // Leaving (churn): keep the samples and what was queued.
+        stats.latencies_us.lock().unwrap().append(&mut latencies);
+        apply(&mut queued);
     })
+}
+
+/// A connected client and its reader.
+struct Attached {
+    client: Client,
+    reader: tokio::task::JoinHandle<()>,
+    closing: Arc<AtomicBool>,
+}
+
+/// Connects (and joins) one client of `session` with a reader keeping
+/// `doc`; with `pull`, first fetches what `doc` lacks (a reconnect).
+#[allow(clippy::too_many_arguments)]
+async fn attach(
+    a: &Args,
+    session: &str,
+    user: &str,
+    doc: &Doc,
+    sent: Option<Sent>,
+    stats: &Arc<Stats>,
+    settling: &Arc<AtomicBool>,
+    pull: bool,
+) -> anyhow::Result<Attached> {
+    let (client, rx) = connect(a, session, user).await?;
+    if pull {
+        let sv = doc.transact().state_vector().encode_v1();
+        let (ev, args) = match a.dialect {
+            Dialect::Native => ("yjs-sync-step-1", vec![Arg::json(session), Arg::bin(sv)]),
+            Dialect::Ysocketio => ("sync-step-1", vec![Arg::bin(sv)]),
+        };
+        let r = client
+            .emit_with_ack(ev, args, Duration::from_secs(10))
+            .await?;
+        if let Some(b) = r.first().and_then(Arg::as_bin) {
+            doc.transact_mut().apply_update(Update::decode_v1(b)?)?;
+        }
+    }
+    let closing = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reader(
+        a.dialect,
+        rx,
+        doc.clone(),
+        sent.map(|s| (s, session.to_owned())),
+        stats.clone(),
+        settling.clone(),
+        closing.clone(),
+    );
+    Ok(Attached {
+        client,
+        reader,
+        closing,
+    })
+}
+
+impl Attached {
+    /// Leaves on purpose: closes the connection and lets the reader finish.
+    async fn detach(mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.client.close();
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.reader)
+            .await
+            .is_err()
+        {
+            self.reader.abort();
+        }
+    }
+}
+
+/// `GET <path>` over a fresh connection: status and body.
+async fn http_get(hostport: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(hostport).await?;
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8(raw)?;
+    let (head, mut body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("malformed status line"))?;
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok((status, body.to_owned()));
+    }
+    let mut out = String::new();
+    loop {
+        let (len, rest) = body
+            .split_once("\r\n")
+            .ok_or_else(|| anyhow::anyhow!("malformed chunk"))?;
+        let len = usize::from_str_radix(len.trim(), 16)?;
+        if len == 0 {
+            return Ok((status, out));
+        }
+        out.push_str(
+            rest.get(..len)
+                .ok_or_else(|| anyhow::anyhow!("short chunk"))?,
+        );
+        body = rest.get(len + 2..).unwrap_or_default();
+    }
 }
 
 fn proc_sample(pid: u32) -> Option<(f64, u64)> {
@@ -241,7 +404,7 @@ fn percentile(v: &[u32], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+    let a = Arc::new(Args::parse());
     let host = a
         .url
         .trim_start_matches("http://")
@@ -253,7 +416,11 @@ async fn main() -> anyhow::Result<()> {
         host == "localhost" || host.starts_with("127.") || host == "[::1]",
         "tandem-load only targets loopback addresses, not {host}"
     );
-    anyhow::ensure!(a.duration_secs <= 600, "--duration-secs is at most 600");
+    anyhow::ensure!(a.duration_secs <= 7200, "--duration-secs is at most 7200");
+    anyhow::ensure!(
+        !a.check_http || a.secret.is_some(),
+        "--check-http needs --secret"
+    );
 
     if let Some(n) = a.idle {
         let mut held = Vec::with_capacity(n);
@@ -268,6 +435,7 @@ async fn main() -> anyhow::Result<()> {
                     rx,
                     Doc::new(),
                     None,
+                    Arc::default(),
                     Arc::default(),
                     Arc::default(),
                 ),
@@ -289,68 +457,95 @@ async fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let sent: Sent = Arc::default();
     let settling = Arc::new(AtomicBool::new(false));
+    // Per observer: its session, its replica, and the task that keeps it
+    // connected (reconnecting it under churn) and hands its client back.
     let mut observers = Vec::new();
     let mut editors = Vec::new();
     let mut all_updates: HashMap<String, Vec<Bytes>> = HashMap::new();
 
+    // Each editor of a session replays the trace as its own Yjs client;
+    // editor `e` of every session replays the same stream (sessions are
+    // separate documents), so the trace is replayed once per editor index.
+    let streams: Vec<Arc<Vec<Bytes>>> = (0..a.editors)
+        .map(|_| {
+            Arc::new(
+                tandem::trace::updates(&trace)
+                    .0
+                    .into_iter()
+                    .map(Bytes::from)
+                    .collect(),
+            )
+        })
+        .collect();
     for s in 0..a.sessions {
         let session = format!("{}-{s}", a.session_prefix);
         for o in 0..a.observers {
-            let (c, rx) = connect(&a, &session, &format!("obs{s}-{o}")).await?;
             let doc = Doc::new();
             doc.get_or_insert_text("monaco");
-            observers.push((
-                session.clone(),
-                c,
-                doc.clone(),
-                spawn_reader(
-                    a.dialect,
-                    rx,
-                    doc,
-                    Some(sent.clone()),
-                    stats.clone(),
-                    settling.clone(),
-                ),
-            ));
+            let user = format!("obs{s}-{o}");
+            let conn = attach(
+                &a,
+                &session,
+                &user,
+                &doc,
+                Some(sent.clone()),
+                &stats,
+                &settling,
+                false,
+            )
+            .await?;
+            observers.push((s, session.clone(), user, doc, conn));
         }
-        for e in 0..a.editors {
-            let (c, rx) = connect(&a, &session, &format!("ed{s}-{e}")).await?;
-            // Each editor replays the trace as its own Yjs client.
-            let updates: Vec<Bytes> = tandem::trace::updates(&trace)
-                .0
-                .into_iter()
-                .map(Bytes::from)
-                .collect();
-            spawn_reader(
-                a.dialect,
-                rx,
-                Doc::new(),
-                None,
-                stats.clone(),
-                settling.clone(),
-            );
-            editors.push((session.clone(), c, updates));
+        for (e, stream) in streams.iter().enumerate() {
+            // The editor's replica: others' updates, and under churn its
+            // own too, so it can answer the server's sync request after a
+            // reconnect with anything the server lacks.
+            let doc = Doc::new();
+            let user = format!("ed{s}-{e}");
+            let conn = attach(&a, &session, &user, &doc, None, &stats, &settling, false).await?;
+            editors.push((s, session.clone(), user, doc, conn, stream.clone()));
         }
     }
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.duration_secs);
     let interval = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
+    let away = Duration::from_secs(a.churn_away_secs);
     let mut tasks = Vec::new();
-    for (session, c, updates) in editors {
-        let (sent, stats, dialect) = (sent.clone(), stats.clone(), a.dialect);
+    for (s, session, user, doc, mut conn, updates) in editors {
+        let (sent, stats, settling, a) = (sent.clone(), stats.clone(), settling.clone(), a.clone());
+        let dialect = a.dialect;
         let offset =
             Duration::from_micros(rand::random::<u64>() % interval.as_micros().max(1) as u64);
         tasks.push(tokio::spawn(async move {
             let mut used = Vec::new();
             let mut next = Instant::now() + offset;
-            for u in updates {
+            let mut leave = a.next_leave(s, started, Instant::now(), deadline);
+            for u in updates.iter().cloned() {
                 if Instant::now() >= deadline {
                     break;
                 }
+                if leave.is_some_and(|l| Instant::now() >= l) {
+                    conn.detach().await;
+                    tokio::time::sleep(away).await;
+                    conn = match attach(&a, &session, &user, &doc, None, &stats, &settling, false)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => anyhow::bail!("{user} could not reconnect: {e}"),
+                    };
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    next = Instant::now();
+                    leave = a.next_leave(s, started, Instant::now(), deadline);
+                }
                 tokio::time::sleep_until(next.into()).await;
                 next += interval;
-                sent.write().unwrap().insert(key(&u), Instant::now());
+                if a.churn_secs > 0 {
+                    doc.transact_mut().apply_update(Update::decode_v1(&u)?)?;
+                }
+                sent.write()
+                    .unwrap()
+                    .insert(key(&session, &u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
                     Dialect::Ysocketio => vec![Arg::bin(u.clone())],
@@ -360,14 +555,40 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     "sync-update"
                 };
-                if c.emit(ev, args).is_err() {
+                if conn.client.emit(ev, args).is_err() {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 stats.sent.fetch_add(1, Ordering::Relaxed);
                 used.push(u);
             }
-            (session, used, c)
+            Ok((session, used, conn))
+        }));
+    }
+    // Observers under churn: leave with their session, come back, resync.
+    let mut observer_tasks = Vec::new();
+    for (s, session, user, doc, mut conn) in observers {
+        let (sent, stats, settling, a) = (sent.clone(), stats.clone(), settling.clone(), a.clone());
+        observer_tasks.push(tokio::spawn(async move {
+            while let Some(l) = a.next_leave(s, started, Instant::now(), deadline) {
+                tokio::time::sleep_until(l.into()).await;
+                conn.detach().await;
+                tokio::time::sleep(away).await;
+                conn = attach(
+                    &a,
+                    &session,
+                    &user,
+                    &doc,
+                    Some(sent.clone()),
+                    &stats,
+                    &settling,
+                    true,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{user} could not reconnect: {e}"))?;
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok((session, doc, conn))
         }));
     }
 
@@ -389,11 +610,12 @@ async fn main() -> anyhow::Result<()> {
                 let rss = pid.and_then(proc_sample).map(|p| p.1).unwrap_or(0);
                 rss_max = rss_max.max(rss);
                 eprintln!(
-                    "[{:>4.0}s] sent {s} (+{}/s) delivered {d} (+{}/s) errors {} server rss {} MiB",
+                    "[{:>4.0}s] sent {s} (+{}/s) delivered {d} (+{}/s) errors {} reconnects {} server rss {} MiB",
                     started.elapsed().as_secs_f64(),
                     s - last.0,
                     d - last.1,
                     stats.errors.load(Ordering::Relaxed),
+                    stats.reconnects.load(Ordering::Relaxed),
                     rss / 1024
                 );
                 last = (s, d);
@@ -403,9 +625,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut editors_done = Vec::new();
     for t in tasks {
-        let (session, used, c) = t.await?;
+        let (session, used, c) = t.await??;
         all_updates.entry(session).or_default().extend(used);
         editors_done.push(c);
+    }
+    let mut observers = Vec::new();
+    for t in observer_tasks {
+        observers.push(t.await??);
     }
     let send_secs = started.elapsed().as_secs_f64();
     rss_max = rss_max.max(progress.await.unwrap_or(0));
@@ -427,7 +653,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settle = Instant::now() + Duration::from_secs(15);
     let converged = loop {
-        let ok = observers.iter().all(|(s, _, doc, _)| {
+        let ok = observers.iter().all(|(s, doc, _)| {
             doc.get_or_insert_text("monaco").get_string(&doc.transact()) == expected[s]
         });
         if ok || Instant::now() > settle {
@@ -435,6 +661,28 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+
+    // The server's own view, over HTTP: the text a fresh viewer would get.
+    let mut http_mismatches = Vec::new();
+    if a.check_http {
+        let hostport = a.url.trim_start_matches("http://").trim_end_matches('/');
+        let token = tandem::auth::Auth::new(a.secret.as_deref().unwrap_or_default().as_bytes())
+            .issue("load-check", "load-check", Default::default(), 3600);
+        for (session, want) in &expected {
+            let (status, body) =
+                http_get(hostport, &format!("/api/sessions/{session}/text"), &token).await?;
+            if status != 200 || &body != want {
+                http_mismatches.push(format!(
+                    "{session}: HTTP {status}, {} chars, expected {}",
+                    body.len(),
+                    want.len()
+                ));
+            }
+        }
+        for m in &http_mismatches {
+            eprintln!("GET text differs: {m}");
+        }
+    }
 
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
     lat.sort_unstable();
@@ -452,21 +700,29 @@ async fn main() -> anyhow::Result<()> {
         "deliveries": delivered, "deliveries_per_sec": delivered as f64 / send_secs,
         "errors": stats.errors.load(Ordering::Relaxed),
         "disconnects": stats.disconnects.load(Ordering::Relaxed),
+        "reconnects": stats.reconnects.load(Ordering::Relaxed),
         "latency_ms": { "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9), "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999), "max": percentile(&lat, 1.0), "samples": lat.len() },
         "server_cpu_cores": server_cpu, "server_rss_max_kib": (rss_max > 0).then_some(rss_max),
         "converged": converged,
+        "http_checked": a.check_http.then_some(expected.len()),
+        "http_converged": a.check_http.then_some(http_mismatches.is_empty()),
     });
     println!("{summary}");
-    for (_, c, _, _) in &observers {
-        c.close();
+    for (_, _, c) in observers {
+        c.detach().await;
     }
-    for c in &editors_done {
-        c.close();
+    for c in editors_done {
+        c.detach().await;
     }
     anyhow::ensure!(
         converged,
         "replicas did not converge ({} clients were disconnected): a load test that loses data fails",
         stats.disconnects.load(Ordering::Relaxed)
+    );
+    anyhow::ensure!(
+        http_mismatches.is_empty(),
+        "GET /api/sessions/{{id}}/text differs from the clients for {} sessions",
+        http_mismatches.len()
     );
     Ok(())
 }
