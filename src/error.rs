@@ -94,7 +94,7 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// `Error = { code, message, sessionId?, retryAfterMs? }` of PROTOCOL.md.
+/// `Error = { code, message, sessionId?, docId?, retryAfterMs? }` of PROTOCOL.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "camelCase")]
 #[error("{code}: {message}")]
@@ -103,6 +103,9 @@ pub struct Error {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The document the failed request named (workspaces: a file's document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doc_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -113,6 +116,7 @@ impl Error {
             code,
             message: message.into(),
             session_id: None,
+            doc_id: None,
             retry_after_ms: None,
         }
     }
@@ -124,6 +128,12 @@ impl Error {
 
     pub fn with_session(mut self, session_id: &str) -> Self {
         self.session_id = Some(session_id.to_owned());
+        self
+    }
+
+    /// Names the document the error is about (`docId`).
+    pub fn with_doc(mut self, doc_id: &str) -> Self {
+        self.doc_id = Some(doc_id.to_owned());
         self
     }
 
