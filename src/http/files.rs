@@ -643,7 +643,7 @@ mod tests {
         let long = "x".repeat(100_000);
         let d = doc_with(&long);
         let mut changed = long.clone();
-        changed.insert_str(50_000, "y");
+        changed.insert(50_000, 'y');
         let u = replace_text_update(&state(&d), &changed).unwrap().unwrap();
         assert!(u.len() < 200, "update of {} bytes", u.len());
         assert_eq!(apply(&d, &u), changed);
