@@ -27,6 +27,31 @@ pub struct Claims {
     pub sessions: HashMap<String, Role>,
 }
 
+/// What [`Auth::verify`] reads: the user claims, plus `aud`, which no user
+/// token carries (a token with an audience, such as an invite, is refused).
+#[derive(Debug, Deserialize)]
+struct UserClaims {
+    sub: String,
+    name: String,
+    #[serde(default)]
+    sessions: HashMap<String, Role>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+}
+
+/// The `aud` of invite tokens (PROTOCOL.md, "Invite links").
+pub const INVITE_AUDIENCE: &str = "tandem-invite";
+
+/// Claims of an invite token: `aud = "tandem-invite"`, the session, the
+/// role it grants, expiry. No `sub`: an invite names no user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteClaims {
+    pub aud: String,
+    pub sid: String,
+    pub role: Role,
+    pub exp: i64,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -79,6 +104,7 @@ pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    invite_validation: Validation,
 }
 
 impl Auth {
@@ -87,10 +113,18 @@ impl Auth {
         validation.leeway = 0;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // Audiences are checked by hand: a user token has none.
+        validation.validate_aud = false;
+        let mut invite_validation = Validation::new(Algorithm::HS256);
+        invite_validation.leeway = 0;
+        invite_validation.validate_nbf = true;
+        invite_validation.set_required_spec_claims(&["exp", "aud"]);
+        invite_validation.set_audience(&[INVITE_AUDIENCE]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            invite_validation,
         }
     }
 
@@ -112,15 +146,46 @@ impl Auth {
             .expect("HS256 encoding of plain claims cannot fail")
     }
 
+    /// Verifies a user token. A token carrying an `aud` claim (an invite,
+    /// or any token minted for another purpose) is not a user token.
     pub fn verify(&self, token: &str) -> Result<User, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
+        let data = jsonwebtoken::decode::<UserClaims>(token, &self.decoding, &self.validation)?;
         let c = data.claims;
+        if c.aud.is_some() {
+            return Err(AuthError::Invalid(
+                jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
+            ));
+        }
         Ok(User {
             id: c.sub,
             name: c.name,
             sessions: c.sessions,
             guest_cap: None,
         })
+    }
+}
+
+impl Auth {
+    /// An invite token for `session_id` granting `role`, valid for
+    /// `ttl_secs`; returns the token and its expiry (seconds since the epoch).
+    pub fn issue_invite(&self, session_id: &str, role: Role, ttl_secs: i64) -> (String, i64) {
+        let claims = InviteClaims {
+            aud: INVITE_AUDIENCE.to_owned(),
+            sid: session_id.to_owned(),
+            role,
+            exp: chrono::Utc::now().timestamp() + ttl_secs,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail");
+        (token, claims.exp)
+    }
+
+    /// Verifies an invite token: our signature, not expired, `aud` =
+    /// `tandem-invite`. A user token is not an invite.
+    pub fn verify_invite(&self, token: &str) -> Result<InviteClaims, AuthError> {
+        let data =
+            jsonwebtoken::decode::<InviteClaims>(token, &self.decoding, &self.invite_validation)?;
+        Ok(data.claims)
     }
 }
 
@@ -180,6 +245,47 @@ mod tests {
             "expired"
         );
         assert!(auth.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn invites_and_user_tokens_do_not_mix() {
+        let auth = Auth::new(b"k1");
+        let (invite, exp) = auth.issue_invite("s1", Role::Editor, 60);
+        let c = auth.verify_invite(&invite).unwrap();
+        assert_eq!((c.sid.as_str(), c.role, c.exp), ("s1", Role::Editor, exp));
+        assert_eq!(c.aud, INVITE_AUDIENCE);
+        assert!(
+            auth.verify(&invite).is_err(),
+            "an invite is not a user token"
+        );
+        let user = auth.issue("u1", "Ann", HashMap::new(), 60);
+        assert!(
+            auth.verify_invite(&user).is_err(),
+            "a user token is not an invite"
+        );
+        assert!(
+            Auth::new(b"k2").verify_invite(&invite).is_err(),
+            "wrong key"
+        );
+        assert!(
+            auth.verify_invite(&auth.issue_invite("s1", Role::Viewer, -5).0)
+                .is_err(),
+            "expired"
+        );
+        // Any audience makes a token something other than a user token.
+        let with_aud = serde_json::json!({
+            "sub": "u1", "name": "Ann", "exp": chrono::Utc::now().timestamp() + 60, "aud": "other"
+        });
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &with_aud, &auth.encoding)
+            .unwrap();
+        assert!(auth.verify(&t).is_err());
+        // An invite-shaped token with another audience is no invite.
+        let other = serde_json::json!({
+            "aud": "else", "sid": "s1", "role": "editor", "exp": chrono::Utc::now().timestamp() + 60
+        });
+        let t =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &other, &auth.encoding).unwrap();
+        assert!(auth.verify_invite(&t).is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Cli {
     pub serve: Config,
 }
 
+// Parsed once at start-up: the size of the `Serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
@@ -205,6 +207,18 @@ pub struct Config {
     /// start-up, used for invite links). Default: `http://<bind address>`.
     #[arg(long, env = "TANDEM_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+
+    /// Most files one session's workspace may hold, the main file included
+    /// (creating one more is TOO_MANY_FILES).
+    #[arg(long, env = "TANDEM_MAX_FILES_PER_SESSION", default_value_t = 5000)]
+    pub max_files_per_session: usize,
+
+    /// Most bytes of text (UTF-8, every file's size as of its latest
+    /// snapshot) one session's workspace may hold. Creating a file or
+    /// replacing a file's content over HTTP beyond it is DOCUMENT_TOO_LARGE;
+    /// live edits are bounded per document by --max-document-bytes.
+    #[arg(long, env = "TANDEM_MAX_WORKSPACE_BYTES", default_value_t = 64 << 20)]
+    pub max_workspace_bytes: u64,
 }
 
 impl Config {
@@ -319,6 +333,8 @@ mod tests {
         assert!(c.cors_origins.is_empty());
         assert_eq!(c.socketio_path, "/socket.io");
         assert_eq!(c.public_url(), "http://127.0.0.1:3000");
+        assert_eq!(c.max_files_per_session, 5000);
+        assert_eq!(c.max_workspace_bytes, 64 << 20);
         let cli = Cli::parse_from([
             "tandem",
             "token",

@@ -94,7 +94,7 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// `Error = { code, message, sessionId?, retryAfterMs? }` of PROTOCOL.md.
+/// `Error = { code, message, sessionId?, docId?, retryAfterMs? }` of PROTOCOL.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "camelCase")]
 #[error("{code}: {message}")]

@@ -248,7 +248,7 @@ fn the_check_catches_drift() {
         (
             "an unknown route",
             format!(
-                "{}\n`GET /api/sessions/{{id}}/files`\n{}",
+                "{}\n`GET /api/sessions/{{id}}/snapshots`\n{}",
                 &doc[..planned_at],
                 &doc[planned_at..]
             ),
@@ -261,7 +261,7 @@ fn the_check_catches_drift() {
     }
     // What only the Planned part names is not a claim.
     let planned = &doc[planned_at..];
-    assert!(planned.contains("/files"));
+    assert!(planned.contains("/ws/<document-id>"));
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! The HTTP side of the one port: health, readiness, metrics, and the
-//! session API of PROTOCOL.md. Handlers are thin: authenticate, authorize,
+//! session, workspace-file and invite API of PROTOCOL.md. Handlers are thin: authenticate, authorize,
 //! call the core or the store, encode.
 
 mod error;
 mod extract;
+pub mod files;
 mod health;
+pub mod invites;
 pub mod openapi;
 pub mod sessions;
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use socketioxide::SocketIo;
 
 pub use error::ApiError;
@@ -70,7 +72,11 @@ pub fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 Method::PATCH,
                 Method::DELETE,
             ])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static(files::SOCKET_ID_HEADER),
+            ])
             .expose_headers([header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
     )
@@ -97,6 +103,21 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/sessions/{id}/state", get(sessions::state))
         .route("/api/sessions/{id}/update", post(sessions::apply_update))
         .route("/api/sessions/{id}/chat", get(sessions::chat))
+        .route(
+            "/api/sessions/{id}/files",
+            get(files::list).post(files::create),
+        )
+        .route(
+            "/api/sessions/{id}/files/{file_id}",
+            patch(files::update).delete(files::delete),
+        )
+        .route(
+            "/api/sessions/{id}/files/{file_id}/content",
+            get(files::get_content).put(files::put_content),
+        )
+        .route("/api/sessions/{id}/archive", get(files::archive))
+        .route("/api/sessions/{id}/invites", post(invites::create))
+        .route("/api/invites/accept", post(invites::accept))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

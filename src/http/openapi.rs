@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{health, sessions};
+use super::{files, health, invites, sessions};
 use crate::error::ErrorCode;
 
 /// Every HTTP route of [`super::router`].
@@ -18,8 +18,8 @@ use crate::error::ErrorCode;
 #[openapi(
     info(
         title = "Tandem HTTP API",
-        description = "Sessions, roles, the document over HTTP, chat history, guest sign-in, \
-                       health and metrics. The real-time protocol (Socket.IO) and every error \
+        description = "Sessions, roles, the document over HTTP, workspace files, invites, chat \
+                       history, guest sign-in, health and metrics. The real-time protocol (Socket.IO) and every error \
                        code are described in docs/PROTOCOL.md."
     ),
     paths(
@@ -35,6 +35,15 @@ use crate::error::ErrorCode;
         sessions::state,
         sessions::apply_update,
         sessions::chat,
+        files::list,
+        files::create,
+        files::update,
+        files::delete,
+        files::get_content,
+        files::put_content,
+        files::archive,
+        invites::create,
+        invites::accept,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -46,6 +55,8 @@ use crate::error::ErrorCode;
         (name = "auth", description = "Guest sign-in"),
         (name = "sessions", description = "Sessions, participants and roles"),
         (name = "document", description = "The session's document over HTTP"),
+        (name = "files", description = "Workspace files: list, create, rename/move, delete, content, zip archive"),
+        (name = "invites", description = "Invite links"),
         (name = "chat", description = "Chat history"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
@@ -111,6 +122,11 @@ pub struct GuestUser {
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct YjsUpdate(pub Vec<u8>);
+
+/// Raw bytes: a zip archive.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ZipArchive(pub Vec<u8>);
 
 /// The OpenAPI document, rendered once.
 pub fn json() -> &'static str {

@@ -21,7 +21,7 @@ use crate::model::{ChatMessage, Role, SessionInfo, rfc3339, user_color, validate
 use crate::protocol::role_in;
 use crate::store::{NewSession, SessionPatch};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// `Session` of PROTOCOL.md.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,7 +49,10 @@ pub struct ParticipantJson {
     online: bool,
 }
 
-fn session_json(s: SessionInfo, participants: Option<Vec<ParticipantJson>>) -> SessionJson {
+pub(super) fn session_json(
+    s: SessionInfo,
+    participants: Option<Vec<ParticipantJson>>,
+) -> SessionJson {
     SessionJson {
         id: s.id,
         title: s.title,
@@ -64,7 +67,7 @@ fn session_json(s: SessionInfo, participants: Option<Vec<ParticipantJson>>) -> S
 }
 
 /// The session and the caller's role, refusing below `min`.
-async fn authorize(
+pub(super) async fn authorize(
     st: &HttpState,
     user: &User,
     id: &str,
@@ -121,6 +124,34 @@ impl SessionFields {
     }
 }
 
+/// `POST /api/sessions`: the fields of [`SessionFields`] plus `mainPath`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSessionFields {
+    title: Option<String>,
+    language: Option<String>,
+    public: Option<bool>,
+    public_role: Option<Role>,
+    /// The main file's path (default `main.<ext>` from the language).
+    main_path: Option<String>,
+}
+
+impl NewSessionFields {
+    fn validate(&self) -> ApiResult<()> {
+        SessionFields {
+            title: self.title.clone(),
+            language: self.language.clone(),
+            public: self.public,
+            public_role: self.public_role,
+        }
+        .validate()?;
+        if let Some(p) = &self.main_path {
+            crate::model::validate_path(p).map_err(crate::store::StoreError::from)?;
+        }
+        Ok(())
+    }
+}
+
 fn new_session_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut rng = rand::rng();
@@ -134,18 +165,18 @@ fn new_session_id() -> String {
     path = "/api/sessions",
     tag = "sessions",
     summary = "Create a session; the caller becomes its owner",
-    request_body(content = SessionFields),
+    request_body(content = NewSessionFields),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The new session", body = SessionJson),
-        (status = 400, description = "INVALID_PAYLOAD: not the expected JSON, or title above 200 / language above 64 characters", body = super::openapi::ErrorBody),
+        (status = 201, description = "The new session; the caller's sockets get `session:added`", body = SessionJson),
+        (status = 400, description = "INVALID_PAYLOAD: not the expected JSON, or title above 200 / language above 64 characters; INVALID_PATH: a bad mainPath", body = super::openapi::ErrorBody),
         (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn create(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
-    JsonBody(f): JsonBody<SessionFields>,
+    JsonBody(f): JsonBody<NewSessionFields>,
 ) -> ApiResult<Response> {
     f.validate()?;
     if user.guest_cap.is_some() {
@@ -165,12 +196,14 @@ pub async fn create(
                 owner_name: user.name.clone(),
                 public: f.public.unwrap_or(false),
                 public_role: f.public_role.unwrap_or(Role::Viewer),
-                main_path: None,
+                main_path: f.main_path.clone(),
             })
             .await?;
         if let Some(s) = created {
             tracing::info!(session_id = %s.id, owner = %user.id, "session created");
-            return Ok((StatusCode::CREATED, Json(session_json(s, None))).into_response());
+            let json = session_json(s, None);
+            crate::protocol::events::session_added(&st.io, &user.id, &json, Role::Owner);
+            return Ok((StatusCode::CREATED, Json(json)).into_response());
         }
     }
     Err(Error::internal().into())
@@ -275,7 +308,7 @@ pub async fn get(
 /// Recomputes the role of every connection whose token does not pin one
 /// (guests included: theirs follows the public role); connections left
 /// without access are removed from the session at once. `only`: one user.
-async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
+pub(super) async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
     let mut rows: HashMap<String, Option<Role>> = HashMap::new();
     // The main document and every loaded file: each holds the roles of
     // the connections that have it open.
@@ -322,7 +355,7 @@ async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) 
     request_body(content = SessionFields),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The updated session", body = SessionJson),
+        (status = 200, description = "The updated session; if anything changed, `session:updated` went to every participant (and `file:updated` for the main file if the language changed)", body = SessionJson),
         (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
         (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
         (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
@@ -333,10 +366,11 @@ pub async fn update(
     State(st): State<HttpState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(f): JsonBody<SessionFields>,
 ) -> ApiResult<Json<SessionJson>> {
     f.validate()?;
-    authorize(&st, &user, &id, Role::Owner).await?;
+    let (before, role) = authorize(&st, &user, &id, Role::Owner).await?;
     let patch = SessionPatch {
         title: f.title,
         language: f.language,
@@ -352,6 +386,32 @@ pub async fn update(
         .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "no such session"))?;
     if patch.public.is_some() || patch.public_role.is_some() {
         apply_roles(&st, &session, None).await?;
+    }
+    let changed = (
+        &session.title,
+        &session.language,
+        session.public,
+        session.public_role,
+    ) != (
+        &before.title,
+        &before.language,
+        before.public,
+        before.public_role,
+    );
+    if changed {
+        super::files::announce_session_updated(&st, session.clone()).await?;
+    }
+    if session.language != before.language
+        && let Some(main) = st
+            .app
+            .manager
+            .store()
+            .get_file(&id, crate::model::MAIN_FILE_ID)
+            .await?
+    {
+        // The main file's language is the session's language.
+        let o = super::files::origin(&user, role, &headers);
+        crate::protocol::events::file_updated(&st.io, &id, &main, &o);
     }
     Ok(Json(session_json(session, None)))
 }
@@ -427,13 +487,22 @@ async fn set_participant(
             "the session's owner keeps the owner role",
         ));
     }
-    st.app
-        .manager
-        .store()
-        // A user who never joined is named by their id until they do.
-        .set_role(&id, &target, &target, role)
-        .await?;
+    let store = st.app.manager.store();
+    let old = store.participant(&id, &target).await?;
+    // A user who never joined is named by their id until they do.
+    let name = old
+        .as_ref()
+        .map_or(target.as_str(), |p| p.user_name.as_str());
+    store.set_role(&id, &target, name, role).await?;
     apply_roles(&st, &session, Some(&target)).await?;
+    crate::protocol::events::role_transition(
+        &st.io,
+        &target,
+        &id,
+        &session_json(session.clone(), None),
+        old.and_then(|p| p.role),
+        role,
+    );
     tracing::info!(session_id = %id, user_id = %target, role = ?role, by = %user.id, "role changed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -446,7 +515,7 @@ async fn set_participant(
     params(("id" = String, Path, description = "Session id, ^[A-Za-z0-9_-]{1,64}$")),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "Deleted; connected sockets get SESSION_NOT_FOUND"),
+        (status = 204, description = "Deleted; connected sockets get SESSION_NOT_FOUND (FILE_NOT_FOUND for open files), every participant's sockets `session:removed`"),
         (status = 400, description = "INVALID_PAYLOAD or INVALID_SESSION_ID", body = super::openapi::ErrorBody),
         (status = 401, description = "UNAUTHORIZED: missing, invalid or expired token", body = super::openapi::ErrorBody),
         (status = 403, description = "FORBIDDEN: the role does not allow it", body = super::openapi::ErrorBody),
@@ -459,10 +528,32 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     authorize(&st, &user, &id, Role::Owner).await?;
-    st.app.manager.store().delete_session(&id).await?;
+    let store = st.app.manager.store();
+    // Who to tell and which documents to close, read before they are gone.
+    let files = store.list_files(&id).await?;
+    let users: Vec<String> = store
+        .list_participants(&id)
+        .await?
+        .into_iter()
+        .map(|p| p.user_id)
+        .collect();
+    if !store.delete_session(&id).await? {
+        return Err(ApiError::new(ErrorCode::SessionNotFound, "no such session"));
+    }
+    for f in files.iter().filter(|f| f.id != crate::model::MAIN_FILE_ID) {
+        if let Some(doc) = crate::model::DocId::for_file(&id, &f.id) {
+            let doc = doc.to_string();
+            let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted")
+                .with_session(&id)
+                .with_doc(&doc);
+            crate::protocol::close_document(&st.io, &doc, &err);
+            st.app.manager.discard(&doc);
+        }
+    }
     let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(&id);
     crate::protocol::close_document(&st.io, &id, &err);
     st.app.manager.discard(&id);
+    crate::protocol::events::session_removed(&st.io, &users, &id);
     tracing::info!(session_id = %id, by = %user.id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
 }

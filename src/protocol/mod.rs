@@ -6,11 +6,13 @@
 //!   undone however the connection ends;
 //! - [`updates`]: the update path of a socket (role, size, budget, healing);
 //! - [`awareness`]: awareness relay within a per-socket budget;
+//! - [`events`]: file and per-user events the HTTP API sends;
 //! - [`fanout`]: [`Hub`], the core's [`Fanout`](crate::core::Fanout), and
 //!   slow-consumer handling.
 
 pub mod access;
 pub mod awareness;
+pub mod events;
 pub mod fanout;
 pub mod native;
 pub mod presence;
