@@ -308,7 +308,11 @@ pub async fn get(
 /// Recomputes the role of every connection whose token does not pin one
 /// (guests included: theirs follows the public role); connections left
 /// without access are removed from the session at once. `only`: one user.
-pub(super) async fn apply_roles(st: &HttpState, session: &SessionInfo, only: Option<&str>) -> ApiResult<()> {
+pub(super) async fn apply_roles(
+    st: &HttpState,
+    session: &SessionInfo,
+    only: Option<&str>,
+) -> ApiResult<()> {
     let mut rows: HashMap<String, Option<Role>> = HashMap::new();
     // The main document and every loaded file: each holds the roles of
     // the connections that have it open.
