@@ -81,7 +81,7 @@ LOAD_AT=$(($(date +%s) - T0)) # tandem-load connects its clients, then sends
 ./target/release/tandem-load --url "$URL" --secret "$SECRET" --sessions "$SESSIONS" \
   --editors "$EDITORS" --observers "$OBSERVERS" --rate "$RATE" --duration-secs $((MINUTES * 60)) \
   --churn-secs "$CHURN" --churn-away-secs "$AWAY" --check-http --session-prefix soak \
-  --trace "${TANDEM_TRACES:-$(pwd)/../shared/traces}/rustcode.json.gz" --server-pid "$PID" \
+  --trace "${TANDEM_TRACES:-$(pwd)/tests/data/traces}/rustcode.json.gz" --server-pid "$PID" \
   >"$OUT/load.json" 2>"$OUT/load.log" || STATUS=$?
 sleep 10
 sample "end" >>"$OUT/rss.csv" || true

@@ -1683,3 +1683,57 @@ async fn edit_and_converge_ws_only(tag: &str, session: &str, a: &Peer, b: &Peer)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 11's memory figure (not an attack; run by hand, see BENCHMARKS.md):
+/// the server's RSS with one native client that has 1, then 100 workspace
+/// files of 4 KB open, against the real binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn workspace_memory_with_1_and_100_files_open() {
+    let srv = Server::start(&[]).await;
+    let session = srv.create_session().await;
+    let owner = srv.token("owner");
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let r = srv
+            .http
+            .post(format!("{}/api/sessions/{session}/files", srv.url))
+            .bearer_auth(&owner)
+            .json(&json!({ "path": format!("src/m{i}.rs"), "content": "// x\n".repeat(800) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let p = Peer::connect(&srv.url, Some(&owner)).await.unwrap();
+    p.join(&session).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = srv.rss_kib();
+    let open = |id: String| {
+        let c = p.client.clone();
+        let session = session.clone();
+        async move {
+            let r = c
+                .emit_with_ack("open-file", vec![Arg::json(json!({ "sessionId": session, "fileId": id }))], T)
+                .await
+                .unwrap();
+            assert_eq!(r[0].as_json().unwrap()["ok"], true);
+        }
+    };
+    open(ids[0].clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let one = srv.rss_kib();
+    for id in &ids[1..] {
+        open(id.clone()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hundred = srv.rss_kib();
+    println!(
+        "RSS: joined, no file open {:.1} MiB; 1 file open {:.1} MiB; 100 files open {:.1} MiB ({:.1} KiB per open file)",
+        base as f64 / 1024.0,
+        one as f64 / 1024.0,
+        hundred as f64 / 1024.0,
+        (hundred.saturating_sub(one)) as f64 / 99.0
+    );
+}
