@@ -1704,7 +1704,12 @@ async fn workspace_memory_with_1_and_100_files_open() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let p = Peer::connect(&srv.url, Some(&owner)).await.unwrap();
     p.join(&session).await;
@@ -1715,7 +1720,11 @@ async fn workspace_memory_with_1_and_100_files_open() {
         let session = session.clone();
         async move {
             let r = c
-                .emit_with_ack("open-file", vec![Arg::json(json!({ "sessionId": session, "fileId": id }))], T)
+                .emit_with_ack(
+                    "open-file",
+                    vec![Arg::json(json!({ "sessionId": session, "fileId": id }))],
+                    T,
+                )
                 .await
                 .unwrap();
             assert_eq!(r[0].as_json().unwrap()["ok"], true);
