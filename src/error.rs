@@ -148,9 +148,9 @@ impl Error {
         Self::rate_limited_with(retry_after_ms, "update rate limit exceeded")
     }
 
-    /// An update that skips clocks the server has not seen (its
-    /// predecessor has not arrived): not applied; a socket is asked to
-    /// resync (`INVALID_UPDATE` with this message).
+    /// An update that skips clocks the server has not seen while too many
+    /// such updates already wait for their predecessors: not applied; a
+    /// socket is asked to resync (`INVALID_UPDATE` with this message).
     pub fn out_of_order() -> Self {
         Self::new(ErrorCode::InvalidUpdate, OUT_OF_ORDER)
     }

@@ -272,7 +272,9 @@ impl DocManager {
         };
         let (applied, update, failure) = match doc.apply_update(&update, &self.cfg.limits)? {
             Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
-            Applied::OutOfOrder => return Err(Error::out_of_order()),
+            // Held back until its predecessors arrive: durable and relayed
+            // now, like any change (peers hold it back the same way).
+            Applied::Parked => (Applied::Changed, update, None),
             applied => (applied, update, None),
         };
         if applied == Applied::Empty {

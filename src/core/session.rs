@@ -73,12 +73,26 @@ pub enum Applied {
     /// change: `effective` (exactly what changed) must be relayed and logged
     /// like any change, and the sender still hears `error`.
     Partial { effective: Bytes, error: Error },
-    /// Not applied: for some client the update starts past the clock the
-    /// document has (an earlier update of that client has not arrived, or
-    /// never will). yrs 0.28 integrates such structs without moving its
-    /// state vector and its block search then panics (found by fuzzing), so
-    /// the gap is never handed to yrs; the sender is asked to resync.
-    OutOfOrder,
+    /// Held back: for some client the update starts past the clock the
+    /// document has (its predecessor has not arrived yet: socketioxide runs
+    /// each event in its own task, so one socket's updates can overtake each
+    /// other). yrs 0.28 integrates such structs without moving its state
+    /// vector and its block search then panics (found by fuzzing), so the gap
+    /// is never handed to yrs: the update waits here and is applied as soon
+    /// as its predecessors are. Relay and log it like a change.
+    Parked,
+}
+
+/// Most updates one document holds back waiting for predecessors, and
+/// their bytes; above either, an update that skips clocks is refused
+/// (`Error::out_of_order`) and its sender asked for a resync.
+const MAX_PARKED_UPDATES: usize = 512;
+const MAX_PARKED_BYTES: usize = 8 << 20;
+
+/// An update held back until its predecessors arrive.
+struct ParkedUpdate {
+    bytes: Bytes,
+    ranges: Vec<(u64, u32, u32)>,
 }
 
 /// Does the update skip clocks the state vector `sv` has not reached?
@@ -189,6 +203,9 @@ struct Inner {
     awareness_owner: HashMap<ClientID, String>,
     /// Nested shared types the document holds (see [`Limits::max_nested_types`]).
     nested_types: HashSet<(u64, u32)>,
+    /// Updates waiting for their predecessors ([`Applied::Parked`]).
+    parked: Vec<ParkedUpdate>,
+    parked_bytes: usize,
     conns: HashMap<String, Conn>,
     users: HashMap<String, UserEntry>,
     typing: HashMap<String, Instant>,
@@ -223,61 +240,73 @@ impl SessionDoc {
         let doc = Doc::new();
         // Root type first, before any transaction (yrs pitfall).
         let text = doc.get_or_insert_text(TEXT_NAME);
-        let mut size = 0;
-        let mut nested_types = HashSet::new();
-        {
-            let mut txn = doc.transact_mut();
-            for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
-                size += bytes.len();
-                let (u, inspection) = decode_checked(bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("document {id}: {}", e.message)))?;
-                nested_types.extend(inspection.nested_types);
-                if skips_clocks(&inspection.clock_ranges, &txn.state_vector()) {
-                    tracing::warn!(session_id = id, "stored update skips clocks; left out");
-                    continue;
-                }
-                if nested_types.len() > limits.max_nested_types {
-                    return Err(StoreError::Corrupt(format!(
-                        "document {id}: more than {} nested shared types (raise --max-nested-types to load it)",
-                        limits.max_nested_types
-                    )));
-                }
-                // A stored update that yrs integrates only in part is kept
-                // as far as it applies: the live document was the same.
-                if let Err(e) = txn.apply_update(u) {
-                    tracing::warn!(session_id = id, error = %e, "stored update applied in part");
-                }
-            }
-        }
         let now = Instant::now();
-        let dirty = !stored.updates.is_empty();
-        Ok(Self {
+        let this = Self {
             id: id.into(),
             text,
             inner: Mutex::new(Inner {
                 awareness: Awareness::new(doc.clone()),
                 awareness_owner: HashMap::new(),
-                nested_types,
+                nested_types: HashSet::new(),
+                parked: Vec::new(),
+                parked_bytes: 0,
                 conns: HashMap::new(),
                 users: HashMap::new(),
                 typing: HashMap::new(),
                 life: Lifecycle {
                     leases: 0,
                     evicted: false,
-                    // Log rows not folded into the snapshot yet: compact soon.
-                    generation: u64::from(dirty),
+                    generation: 0,
                     stored_generation: 0,
-                    dirty_since: dirty.then_some(now),
+                    dirty_since: None,
                     last_change: now,
                     last_used: now,
                     snapshotting: false,
                     unlogged_through: 0,
-                    approx_size: size,
+                    approx_size: 0,
                 },
             }),
             doc,
             pending_log: AtomicUsize::new(0),
-        })
+        };
+        // Stored bytes take the same path as incoming ones (size limits
+        // aside: what was accepted once loads whatever the flags say now).
+        let relaxed = Limits {
+            max_update_bytes: usize::MAX,
+            max_document_bytes: usize::MAX,
+            max_nested_types: limits.max_nested_types,
+        };
+        let mut size = 0;
+        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+            size += bytes.len();
+            match this.apply_update(bytes, &relaxed) {
+                Ok(Applied::Partial { error, .. }) => {
+                    // Kept as far as it applies: the live document was the same.
+                    tracing::warn!(session_id = id, error = %error, "stored update applied in part");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let hint = if e.message.contains("nested shared types") {
+                        " (raise --max-nested-types to load it)"
+                    } else {
+                        ""
+                    };
+                    return Err(StoreError::Corrupt(format!(
+                        "document {id}: {}{hint}",
+                        e.message
+                    )));
+                }
+            }
+        }
+        let dirty = !stored.updates.is_empty();
+        this.with_life(|l| {
+            // Log rows not folded into the snapshot yet: compact soon.
+            l.generation = u64::from(dirty);
+            l.stored_generation = 0;
+            l.dirty_since = dirty.then_some(now);
+            l.approx_size = size;
+        });
+        Ok(this)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -328,13 +357,28 @@ impl SessionDoc {
         if inner.nested_types.len() + new_types > limits.max_nested_types {
             return Err(too_many_nested_types(limits.max_nested_types));
         }
+        if skips_clocks(
+            &inspection.clock_ranges,
+            &self.doc.transact().state_vector(),
+        ) {
+            if inner.parked.len() >= MAX_PARKED_UPDATES
+                || inner.parked_bytes + bytes.len() > MAX_PARKED_BYTES
+            {
+                return Err(Error::out_of_order());
+            }
+            inner.nested_types.extend(nested);
+            inner.parked_bytes += bytes.len();
+            inner.parked.push(ParkedUpdate {
+                bytes: Bytes::copy_from_slice(bytes),
+                ranges: inspection.clock_ranges,
+            });
+            inner.life.approx_size += bytes.len();
+            return Ok(Applied::Parked);
+        }
         inner.nested_types.extend(nested);
         let (changed, failure) = {
             let mut txn = self.doc.transact_mut();
             let before = txn.state_vector();
-            if skips_clocks(&inspection.clock_ranges, &before) {
-                return Ok(Applied::OutOfOrder);
-            }
             // A pure re-send: every struct is below the state vector already.
             let resend = inspection
                 .clock_ranges
@@ -384,10 +428,38 @@ impl SessionDoc {
         life.last_change = now;
         life.last_used = now;
         life.approx_size += bytes.len();
+        self.drain_parked(&mut inner);
         Ok(match failure {
             Some((error, Some(effective))) => Applied::Partial { effective, error },
             _ => Applied::Changed,
         })
+    }
+
+    /// Applies every parked update whose predecessors have arrived, until
+    /// none is left that can go. They were relayed and logged when they came.
+    fn drain_parked(&self, inner: &mut Inner) {
+        while !inner.parked.is_empty() {
+            let sv = self.doc.transact().state_vector();
+            let Some(i) = inner
+                .parked
+                .iter()
+                .position(|p| !skips_clocks(&p.ranges, &sv))
+            else {
+                return;
+            };
+            let p = inner.parked.swap_remove(i);
+            inner.parked_bytes -= p.bytes.len();
+            let Ok(update) = decode_update(&p.bytes) else {
+                continue;
+            };
+            let mut txn = self.doc.transact_mut();
+            let applied = std::panic::catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
+            if !matches!(applied, Ok(Ok(()))) {
+                tracing::warn!(session_id = %self.id, "a parked update did not apply");
+            }
+            drop(txn);
+            inner.life.generation += 1;
+        }
     }
 
     /// The server's state vector (sync step 1).
@@ -847,8 +919,7 @@ mod ooo_tests {
 
     /// An update that skips clocks is not handed to yrs (which integrates
     /// it without moving its state vector and later panics in its block
-    /// search): it waits for a resync, and once its predecessors are there it
-    /// applies.
+    /// search): it is parked, and applied as soon as its predecessors are.
     #[test]
     fn updates_that_skip_clocks_wait_for_their_predecessors() {
         let limits = Limits {
@@ -872,14 +943,19 @@ mod ooo_tests {
             if i == 0 {
                 assert_eq!(r, Applied::Changed);
             } else {
-                assert_eq!(r, Applied::OutOfOrder, "update {i}");
+                assert_eq!(r, Applied::Parked, "update {i}");
+                assert_eq!(d.text(), "", "nothing applied before its predecessors");
             }
         }
-        // The resync brings them in order.
-        for u in &ups[1..] {
-            assert_eq!(d.apply_update(u, &limits).unwrap(), Applied::Changed);
-        }
+        // The first one released every parked update.
         assert_eq!(d.text(), ta.get_string(&a.transact()));
+        // A stored log in that order loads to the same text.
+        let stored = StoredDocument {
+            snapshot: None,
+            updates: ups.iter().rev().cloned().collect(),
+        };
+        let again = SessionDoc::load("s", &stored, &limits).unwrap();
+        assert_eq!(again.text(), ta.get_string(&a.transact()));
     }
 }
 

@@ -55,8 +55,8 @@ async fn check_and_submit(
     if let Err(e) = &result
         && e.is_out_of_order()
     {
-        // Its predecessor is probably still on its way (events of one
-        // socket run concurrently): ask for a diff once it had time to land.
+        // Too many updates already wait for predecessors: ask the client
+        // for a diff once things had time to land.
         schedule_heal(s, st, conn, doc, Duration::from_millis(50), dialect);
     }
     result
