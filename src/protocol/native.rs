@@ -433,14 +433,7 @@ async fn open_file(
     file_id: &str,
 ) -> Result<(DocId, File), Error> {
     let c = ctx(s);
-    validate_session_id(session_id)?;
-    let doc_id = DocId::for_file(session_id, file_id).ok_or_else(|| {
-        Error::new(
-            ErrorCode::InvalidSessionId,
-            "file ids match ^[A-Za-z0-9_-]{1,64}$",
-        )
-        .with_session(session_id)
-    })?;
+    let doc_id = file_doc_id(session_id, file_id)?;
     let key = doc_id.to_string();
     let role = {
         let joined = lock(&c.joined);
@@ -472,17 +465,22 @@ async fn open_file(
     Ok((doc_id, file))
 }
 
-/// `close-file`: the socket's presence in the file's document goes (its
-/// awareness states are removed at once). `main` stays open.
-fn close_file(s: &SocketRef, session_id: &str, file_id: &str) -> Result<(), Error> {
+/// The document of `file_id` in `session_id` (`main`: the session's own).
+fn file_doc_id(session_id: &str, file_id: &str) -> Result<DocId, Error> {
     validate_session_id(session_id)?;
-    let doc_id = DocId::for_file(session_id, file_id).ok_or_else(|| {
+    DocId::for_file(session_id, file_id).ok_or_else(|| {
         Error::new(
             ErrorCode::InvalidSessionId,
             "file ids match ^[A-Za-z0-9_-]{1,64}$",
         )
         .with_session(session_id)
-    })?;
+    })
+}
+
+/// `close-file`: the socket's presence in the file's document goes (its
+/// awareness states are removed at once). `main` stays open.
+fn close_file(s: &SocketRef, session_id: &str, file_id: &str) -> Result<(), Error> {
+    let doc_id = file_doc_id(session_id, file_id)?;
     let key = doc_id.to_string();
     let c = ctx(s);
     let presence = {
