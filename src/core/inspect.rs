@@ -66,10 +66,6 @@ pub struct Inspection {
     /// document's state vector already reaches every end, and it skips
     /// clocks if a start lies beyond the state vector.
     pub clock_ranges: Vec<(u64, u32, u32)>,
-    /// `(client, clock)` just past every `Skip` struct: the structs after a
-    /// skip start there, so the document must already reach that clock
-    /// (yrs-made diffs of a document with parked structs carry skips).
-    pub skip_ends: Vec<(u64, u32)>,
 }
 
 type R<T> = Result<T, Refused>;
@@ -90,12 +86,7 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
         let start = clock;
         for _ in 0..structs {
             let len = match m(c.read_u8())? {
-                SKIP => {
-                    let len: u32 = m(c.read_var())?;
-                    out.skip_ends.push((client, clock.wrapping_add(len)));
-                    len
-                }
-                GC => m(c.read_var::<u32>())?,
+                SKIP | GC => m(c.read_var::<u32>())?,
                 info => {
                     if info & HAS_ORIGIN != 0 {
                         skip_id(&mut c)?;

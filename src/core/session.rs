@@ -92,17 +92,14 @@ const MAX_PARKED_BYTES: usize = 8 << 20;
 /// An update held back until its predecessors arrive.
 struct ParkedUpdate {
     bytes: Bytes,
-    inspection: super::inspect::Inspection,
+    ranges: Vec<(u64, u32, u32)>,
 }
 
-/// Does the update skip clocks the state vector `sv` has not reached, at
-/// a client's first struct or after a `Skip` inside?
-fn skips_clocks(i: &super::inspect::Inspection, sv: &StateVector) -> bool {
-    let at = |client: u64| sv.get(&ClientID::new(client));
-    i.clock_ranges
+/// Does the update skip clocks the state vector `sv` has not reached?
+fn skips_clocks(ranges: &[(u64, u32, u32)], sv: &StateVector) -> bool {
+    ranges
         .iter()
-        .any(|(client, start, end)| end > start && *start > at(*client))
-        || i.skip_ends.iter().any(|(client, end)| *end > at(*client))
+        .any(|(client, start, end)| end > start && *start > sv.get(&ClientID::new(*client)))
 }
 
 /// Checks an untrusted update before yrs decodes it, then decodes it.
@@ -330,8 +327,8 @@ impl SessionDoc {
     /// was not sent back to its own origin), but not logged again.
     pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Applied, Error> {
         limits.check_update_size(bytes.len())?;
-        let (update, mut inspection) = decode_checked(bytes)?;
-        let nested = std::mem::take(&mut inspection.nested_types);
+        let (update, inspection) = decode_checked(bytes)?;
+        let nested = inspection.nested_types;
         if update.is_empty() {
             return Ok(Applied::Empty);
         }
@@ -360,7 +357,10 @@ impl SessionDoc {
         if inner.nested_types.len() + new_types > limits.max_nested_types {
             return Err(too_many_nested_types(limits.max_nested_types));
         }
-        if skips_clocks(&inspection, &self.doc.transact().state_vector()) {
+        if skips_clocks(
+            &inspection.clock_ranges,
+            &self.doc.transact().state_vector(),
+        ) {
             if inner.parked.len() >= MAX_PARKED_UPDATES
                 || inner.parked_bytes + bytes.len() > MAX_PARKED_BYTES
             {
@@ -370,7 +370,7 @@ impl SessionDoc {
             inner.parked_bytes += bytes.len();
             inner.parked.push(ParkedUpdate {
                 bytes: Bytes::copy_from_slice(bytes),
-                inspection,
+                ranges: inspection.clock_ranges,
             });
             inner.life.approx_size += bytes.len();
             return Ok(Applied::Parked);
@@ -443,7 +443,7 @@ impl SessionDoc {
             let Some(i) = inner
                 .parked
                 .iter()
-                .position(|p| !skips_clocks(&p.inspection, &sv))
+                .position(|p| !skips_clocks(&p.ranges, &sv))
             else {
                 return;
             };
@@ -1171,51 +1171,5 @@ mod fuzz_regressions {
             assert_eq!(replay.text(), d.text(), "{name}: log replay");
         }
         assert!(seen >= 4, "regression inputs missing: {seen}");
-    }
-}
-
-#[cfg(test)]
-mod skip_tests {
-    use super::*;
-    use yrs::Text;
-
-    /// A yrs-made diff of a replica that holds a pending struct carries a
-    /// `Skip`: its structs after the skip wait for the skipped clocks.
-    #[test]
-    fn a_diff_with_a_skip_waits_for_the_skipped_clocks() {
-        let limits = Limits::default();
-        let src = Doc::with_client_id(1);
-        let t = src.get_or_insert_text(TEXT_NAME);
-        let mut ups = Vec::new();
-        for s in ["A", "B", "C"] {
-            let mut txn = src.transact_mut();
-            let n = t.len(&txn);
-            t.insert(&mut txn, n, s);
-            ups.push(txn.encode_update_v1());
-        }
-        // A replica that got A and C (C parked by yrs: its origin B is missing).
-        let holder = Doc::new();
-        for u in [&ups[0], &ups[2]] {
-            holder
-                .transact_mut()
-                .apply_update(Update::decode_v1(u).unwrap())
-                .unwrap();
-        }
-        let diff = holder
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        assert!(
-            !super::super::inspect::inspect_update(&diff)
-                .unwrap()
-                .skip_ends
-                .is_empty(),
-            "the diff carries a skip"
-        );
-        let d = SessionDoc::load("s", &StoredDocument::default(), &limits).unwrap();
-        assert_eq!(d.apply_update(&diff, &limits).unwrap(), Applied::Parked);
-        assert_eq!(d.apply_update(&ups[1], &limits).unwrap(), Applied::Parked);
-        assert_eq!(d.text(), "");
-        assert_eq!(d.apply_update(&ups[0], &limits).unwrap(), Applied::Changed);
-        assert_eq!(d.text(), "ABC");
     }
 }
