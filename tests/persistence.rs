@@ -587,6 +587,9 @@ impl Store for FaultyStore {
         }
         self.inner.load_document(id).await
     }
+    async fn touch_file(&self, s: &str, f: &str, by: &str) -> StoreResult<()> {
+        self.inner.touch_file(s, f, by).await
+    }
     async fn write_snapshot(&self, id: &str, live: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
         self.snapshots.fetch_add(1, Ordering::SeqCst);
         let delay = self.snapshot_delay_ms.load(Ordering::SeqCst);

@@ -363,6 +363,32 @@ async fn files_are_documents_of_their_own_in_both_dialects() {
             .await;
         assert_eq!(r["ok"], true);
         let expected = a.text(&doc_id);
+        // `updatedBy` follows live edits as of the latest snapshot (2 s
+        // after the last change).
+        let mut updated_by = Value::Null;
+        for _ in 0..60 {
+            let files: Value = reqwest::Client::new()
+                .get(format!("{}/api/sessions/{sid}/files", srv.url))
+                .bearer_auth(srv.token("owner", &[]))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            updated_by = files
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["id"] == fid.as_str())
+                .unwrap()["updatedBy"]
+                .clone();
+            if updated_by == "a" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(updated_by, "a", "{b:?} updatedBy after a live edit");
         let (config, dir, url) = (
             srv.config.clone(),
             srv.dir.clone(),

@@ -672,8 +672,19 @@ async fn main() -> anyhow::Result<()> {
             let (status, body) =
                 http_get(hostport, &format!("/api/sessions/{session}/text"), &token).await?;
             if status != 200 || &body != want {
+                // Whether the replicas agree among themselves (server and
+                // observers) tells a server-side loss from a merge that
+                // depends on the order updates were integrated in.
+                let agree = observers
+                    .iter()
+                    .filter(|(s, _, _)| s == session)
+                    .filter(|(_, doc, _)| {
+                        doc.get_or_insert_text("monaco").get_string(&doc.transact()) == body
+                    })
+                    .count();
+                let of = observers.iter().filter(|(s, _, _)| s == session).count();
                 http_mismatches.push(format!(
-                    "{session}: HTTP {status}, {} chars, expected {}",
+                    "{session}: HTTP {status}, {} chars, expected {}; {agree} of {of} observers hold the server's text",
                     body.len(),
                     want.len()
                 ));

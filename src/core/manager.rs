@@ -283,6 +283,11 @@ impl DocManager {
         if let Some(f) = self.fanout.get() {
             f.doc_update(&doc.id, &update, origin);
         }
+        if applied == Applied::Changed
+            && let Some((user_id, _)) = origin.and_then(|conn| doc.user_of(conn))
+        {
+            doc.with_life(|l| l.last_editor = Some(user_id));
+        }
         metrics::counter!("tandem_updates_applied_total").increment(1);
         metrics::histogram!("tandem_update_apply_seconds").record(started.elapsed().as_secs_f64());
         // A re-sent update changes nothing, but its first copy may still be
@@ -348,10 +353,10 @@ impl DocManager {
                 None
             } else {
                 l.snapshotting = true;
-                Some(l.generation)
+                Some((l.generation, l.last_editor.take()))
             }
         });
-        let Some(generation) = claim else {
+        let Some((generation, editor)) = claim else {
             return !doc.with_life(|l| l.dirty());
         };
         let claimed_at = Instant::now();
@@ -384,6 +389,13 @@ impl DocManager {
         match result {
             Ok(Some(out)) => {
                 tracing::debug!(session_id = %doc.id, bytes = out.state_bytes, rows = out.compacted_rows, "snapshot written");
+                // The file's `updatedBy` follows live edits as of its
+                // latest snapshot (PROTOCOL.md, "Workspaces").
+                if let (Some(by), Ok(d)) = (editor, crate::model::DocId::parse(&doc.id))
+                    && let Err(e) = self.store.touch_file(&d.session, d.file_id(), &by).await
+                {
+                    tracing::warn!(doc_id = %doc.id, error = %e, "recording the last editor failed");
+                }
                 true
             }
             Ok(None) => true,

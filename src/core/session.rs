@@ -182,6 +182,9 @@ pub(super) struct Lifecycle {
     pub last_change: Instant,
     pub last_used: Instant,
     pub snapshotting: bool,
+    /// The user behind the latest change from a socket, until a snapshot
+    /// records it as the file's `updatedBy`.
+    pub last_editor: Option<String>,
     /// A log commit failed while the document was at this generation: the
     /// log lacks some change up to here, so only a snapshot that reached it
     /// (`stored_generation >= unlogged_through`) makes the store whole again.
@@ -262,6 +265,7 @@ impl SessionDoc {
                     last_change: now,
                     last_used: now,
                     snapshotting: false,
+                    last_editor: None,
                     unlogged_through: 0,
                     approx_size: 0,
                 },

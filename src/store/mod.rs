@@ -244,6 +244,9 @@ pub trait Store: Send + Sync + 'static {
         language: Option<&str>,
         by: &str,
     ) -> StoreResult<Option<RenamedFile>>;
+    /// Records `by` as the last editor of a file (`updatedBy`), as of a
+    /// snapshot of its live edits. Nothing happens for an unknown file.
+    async fn touch_file(&self, session_id: &str, file_id: &str, by: &str) -> StoreResult<()>;
     /// Deletes a file and its log rows; returns the deleted row, `None` if
     /// absent. `Err(MainFileUndeletable)` for `"main"`.
     async fn delete_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>>;

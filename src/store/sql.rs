@@ -706,6 +706,16 @@ macro_rules! sql_store {
                 Ok(Some(RenamedFile { file, old_path: old.path, old_language: old.language }))
             }
 
+            async fn touch_file(&self, session_id: &str, file_id: &str, by: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE files SET updated_by = $3 WHERE session_id = $1 AND id = $2")
+                    .bind(session_id)
+                    .bind(file_id)
+                    .bind(by)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn delete_file(&self, session_id: &str, file_id: &str) -> StoreResult<Option<File>> {
                 if file_id == MAIN_FILE_ID {
                     return Err(StoreError::MainFileUndeletable);
