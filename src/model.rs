@@ -152,6 +152,16 @@ impl DocId {
         self.file.is_none()
     }
 
+    /// Is `doc_id` a document of `session` (its main file or another)?
+    pub fn in_session(doc_id: &str, session: &str) -> bool {
+        DocId::parse(doc_id).is_ok_and(|d| d.session == session)
+    }
+
+    /// Is `doc_id` well formed and a session's main document?
+    pub fn is_main_id(doc_id: &str) -> bool {
+        DocId::parse(doc_id).is_ok_and(|d| d.is_main())
+    }
+
     /// The file id: `"main"` for the main file.
     pub fn file_id(&self) -> &str {
         self.file.as_deref().unwrap_or(MAIN_FILE_ID)

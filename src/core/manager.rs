@@ -146,10 +146,9 @@ impl DocManager {
 
     /// The loaded documents of a session: its main document and its files.
     pub fn loaded_of_session(&self, session_id: &str) -> Vec<Arc<SessionDoc>> {
-        let prefix = format!("{session_id}{}", crate::model::DOC_ID_SEPARATOR);
         self.docs()
             .iter()
-            .filter(|(id, _)| &***id == session_id || id.starts_with(&prefix))
+            .filter(|(id, _)| crate::model::DocId::in_session(id, session_id))
             .filter_map(|(_, s)| s.get().cloned())
             .collect()
     }

@@ -361,10 +361,10 @@ impl SessionDoc {
         if inner.nested_types.len() + new_types > limits.max_nested_types {
             return Err(too_many_nested_types(limits.max_nested_types));
         }
-        if skips_clocks(
-            &inspection.clock_ranges,
-            &self.doc.transact().state_vector(),
-        ) {
+        // One state vector serves the whole update: every write to the
+        // document happens under its lock, which is held from here on.
+        let before = self.doc.transact().state_vector();
+        if skips_clocks(&inspection.clock_ranges, &before) {
             if inner.parked.len() >= MAX_PARKED_UPDATES
                 || inner.parked_bytes + bytes.len() > MAX_PARKED_BYTES
             {
@@ -382,7 +382,6 @@ impl SessionDoc {
         inner.nested_types.extend(nested);
         let (changed, failure) = {
             let mut txn = self.doc.transact_mut();
-            let before = txn.state_vector();
             // A pure re-send: every struct is below the state vector already.
             let resend = inspection
                 .clock_ranges

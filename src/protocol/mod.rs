@@ -93,7 +93,7 @@ pub fn ysocketio_ns(session_id: &str) -> String {
 /// it is the session's main document (see [`native::revoke`]); y-socket.io
 /// sockets of that document are disconnected ([`ysocketio::revoke`]).
 pub fn revoke(io: &SocketIo, doc_id: &str, conns: &[String]) {
-    if !doc_id.contains(crate::model::DOC_ID_SEPARATOR) {
+    if crate::model::DocId::is_main_id(doc_id) {
         native::revoke(io, doc_id, conns);
     }
     ysocketio::revoke(io, doc_id, conns);

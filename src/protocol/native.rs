@@ -572,7 +572,6 @@ fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error
 /// joined it.
 fn leave(s: &SocketRef, session_id: &str) -> bool {
     let c = ctx(s);
-    let prefix = format!("{session_id}{}", crate::model::DOC_ID_SEPARATOR);
     let left: Vec<(String, Presence)> = {
         let mut joined = lock(&c.joined);
         if !joined.docs.contains_key(session_id) {
@@ -581,7 +580,7 @@ fn leave(s: &SocketRef, session_id: &str) -> bool {
         let ids: Vec<String> = joined
             .docs
             .keys()
-            .filter(|k| *k == session_id || k.starts_with(&prefix))
+            .filter(|k| DocId::in_session(k, session_id))
             .cloned()
             .collect();
         ids.into_iter()

@@ -32,7 +32,7 @@ impl Presence {
     /// user's first connection, the participants row.
     pub fn join(st: &AppState, doc: DocLease, conn: &str, user: Arc<User>, role: Role) -> Self {
         let outcome = doc.join(conn, &user, role);
-        let main = !doc.id.contains(crate::model::DOC_ID_SEPARATOR);
+        let main = crate::model::DocId::is_main_id(&doc.id);
         if outcome.first_for_user && main {
             if let Some(f) = st.manager.fanout() {
                 f.user_joined(&doc.id, &outcome.participant, Some(conn));

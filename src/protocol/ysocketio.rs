@@ -128,15 +128,7 @@ async fn connect(
         Ok(r) => r,
         Err(e) => return Err((e, pending)),
     };
-    if let Some(file) = &doc_id.file {
-        match st.manager.store().get_file(&doc_id.session, file).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err((Error::new(ErrorCode::FileNotFound, "no such file"), pending));
-            }
-            Err(e) => return Err((e.into(), pending)),
-        }
-    }
+    // A missing file is FILE_NOT_FOUND from the load itself.
     let lease = match st.manager.open(&id).await {
         Ok(l) => l,
         Err(e) => return Err((e, pending)),
