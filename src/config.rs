@@ -184,7 +184,9 @@ pub struct Config {
     #[arg(long, env = "TANDEM_TRUST_PROXY_HEADERS")]
     pub trust_proxy_headers: bool,
 
-    /// Directory of the built web editor to serve at `/` (skipped if missing).
+    /// Directory of the built web editor (`make web`), served at `/` and
+    /// `/s/<session-id>`; when it holds no index.html, those pages say how
+    /// to build it.
     #[arg(long, env = "TANDEM_WEB_DIR", default_value = "web/dist")]
     pub web_dir: PathBuf,
 

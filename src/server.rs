@@ -9,7 +9,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeDir;
 
 use crate::auth::{Auth, load_or_create_secret};
 use crate::config::Config;
@@ -312,10 +311,8 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
     protocol::ysocketio::register(&io);
     manager.set_fanout(Hub::new(io.clone()));
 
-    let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()));
-    if config.web_dir.join("index.html").is_file() {
-        router = router.fallback_service(ServeDir::new(&config.web_dir));
-    }
+    let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()))
+        .merge(http::web::router(&config.web_dir));
     router = router.layer(layer);
     // Outside the Socket.IO layer: long-polling requests get CORS headers too.
     if let Some(cors) = http::cors_layer(&config.cors_origins) {

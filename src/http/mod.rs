@@ -9,6 +9,7 @@ mod health;
 pub mod invites;
 pub mod openapi;
 pub mod sessions;
+pub mod web;
 
 use std::net::IpAddr;
 use std::sync::Arc;

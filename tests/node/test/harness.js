@@ -24,12 +24,13 @@ process.on('exit', () => { for (const c of live) { try { c.kill('SIGKILL'); } ca
 /**
  * Starts a server on 127.0.0.1:0 with a fresh SQLite database in a temporary
  * directory and a random secret. `extra` are additional CLI flags, e.g.
- * `['--on-demand-sessions', '--anonymous', 'editor']`.
+ * `['--on-demand-sessions', '--anonymous', 'editor']`. `reuse` restarts a
+ * stopped server's database, secret and port (`{ dir, secret, port }`).
  */
-export async function startServer(extra = []) {
-  const dir = mkdtempSync(join(tmpdir(), 'tandem-node-'));
-  const secret = randomBytes(16).toString('hex');
-  const args = ['serve', '--bind', '127.0.0.1:0', '--database-url', `sqlite://${dir}/t.db`,
+export async function startServer(extra = [], reuse = null) {
+  const dir = reuse?.dir ?? mkdtempSync(join(tmpdir(), 'tandem-node-'));
+  const secret = reuse?.secret ?? randomBytes(16).toString('hex');
+  const args = ['serve', '--bind', `127.0.0.1:${reuse?.port ?? 0}`, '--database-url', `sqlite://${dir}/t.db`,
     '--data-dir', dir, '--secret', secret, ...extra];
   const child = spawn(BIN, args, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
@@ -52,8 +53,15 @@ export async function startServer(extra = []) {
     child.on('exit', (code) => { clearTimeout(timer); fail(new Error(`server exited with ${code} before listening:\n${log}`)); });
   });
   const tracked = [];
+  let keepDir = false;
   const srv = {
-    url, secret, dir, args,
+    url, secret, dir, args, extra,
+    port: Number(new URL(url).port),
+    /** Kills the process at once (no flush, no shutdown): `kill -9`. */
+    kill() {
+      child.kill('SIGKILL');
+      return new Promise((ok) => (exited !== null ? ok() : child.once('exit', () => ok())));
+    },
     /** Everything the server logged so far (for failure messages). */
     log: () => log,
     /** Whether the process is still running. */
@@ -104,7 +112,14 @@ export async function startServer(extra = []) {
           child.once('exit', () => { clearTimeout(t); ok(); });
         });
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (!keepDir) rmSync(dir, { recursive: true, force: true });
+    },
+    /** Stops (or has killed) this server and starts it again on the same port and database. */
+    async restart() {
+      keepDir = true;
+      await srv.stop();
+      keepDir = false;
+      return startServer(extra, { dir, secret, port: srv.port });
     },
   };
   return srv;
