@@ -4,17 +4,31 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node services bench bench-compare soak fmt lint clean fuzz-smoke
+.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-web soak fmt lint clean fuzz-smoke
 
-## Build the server (release) and start it on the embedded SQLite default.
-run: build
+## Build the web editor and the server (release), then start it on the embedded SQLite default.
+run: web build
 	./target/release/tandem serve --bind $(BIND)
 
 build:
 	$(CARGO) build --release --bins
 
-## The whole suite: Rust unit + integration tests (SQLite and PostgreSQL), then the Node end-to-end suite.
-test: test-rust test-node
+## The web editor (web/dist): npm ci when the lockfile changed, vite build when a source did.
+WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json web/package.json -type f 2>/dev/null)
+web: web/dist/index.html
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npx vite build --logLevel warn
+
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
+## The whole suite: Rust unit + integration tests (SQLite and PostgreSQL), the Node
+## end-to-end suite, then the web editor (type check, unit tests, Chromium tests).
+test: test-rust test-node test-web
 
 services:
 	@bash scripts/services.sh >/dev/null
@@ -22,9 +36,22 @@ services:
 test-rust:
 	@eval "$$(bash scripts/services.sh)" && $(CARGO) test --all-targets
 
-test-node:
+test-node: tests/node/node_modules/.package-lock.json
 	$(CARGO) build --bins
-	cd tests/node && npm ci --no-audit --no-fund --loglevel=error && npm test
+	cd tests/node && npm test
+
+## Web editor: tsc, vitest (provider against the real server, binding text ops),
+## then the browser tests in Debian's Chromium (screenshots in web/e2e/artifacts/).
+test-web: web tests/node/node_modules/.package-lock.json
+	@bash scripts/ensure-chromium.sh
+	$(CARGO) build --bins
+	cd web && npx tsc --noEmit && npx vitest run && npm run test:browser
+
+## Browser benchmark (not in `test`): keystroke-to-remote-render latency, page load, bundle size.
+bench-web: web tests/node/node_modules/.package-lock.json
+	@bash scripts/ensure-chromium.sh
+	$(CARGO) build --release --bins
+	cd web && TANDEM_BIN=../target/release/tandem node e2e/bench.js
 
 ## Criterion micro-benches (hot path vs bare yrs) and the persistence benchmarks.
 bench:

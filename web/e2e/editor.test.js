@@ -17,6 +17,12 @@ async function fileId(page, path) {
   return h.jsonValue();
 }
 
+async function streamToBuffer(stream) {
+  const parts = [];
+  for await (const c of stream) parts.push(c);
+  return Buffer.concat(parts);
+}
+
 const getText = async (srv, token, sid) => (await srv.http(`/api/sessions/${sid}/text`, { token })).text();
 
 describe('sign-in page and my sessions', () => {
@@ -171,6 +177,29 @@ describe('two people in one session', () => {
     await waitForEditor(bob, 'main');
   });
 
+  test('rename, move and delete from the tree reach the other tree; Download gets the workspace', async () => {
+    const ask = async (page, value) => {
+      await page.fill('.modal input[name=path]', value);
+      await page.click('.modal button[type=submit]');
+    };
+    await bob.hover('#tree li[data-path="src/util.ts"]');
+    await bob.click('#tree li[data-path="src/util.ts"] button[data-action=rename]');
+    await ask(bob, 'lib/helpers.ts');
+    await alice.waitForSelector('#tree li[data-path="lib/helpers.ts"]', { timeout: 8000 });
+    await alice.waitForSelector('#tree li[data-path="src/util.ts"]', { state: 'detached' });
+    await alice.hover('#tree li[data-path="long.ts"]');
+    await alice.click('#tree li[data-path="long.ts"] button[data-action=delete]');
+    await alice.click('.modal button[type=submit]');
+    await bob.waitForSelector('#tree li[data-path="long.ts"]', { state: 'detached', timeout: 8000 });
+    // Bob had it open (follow mode): its tab closes.
+    await waitFor('Bob\'s long.ts tab closes', async () => (await bob.locator('#tabs .tab', { hasText: 'long.ts' }).count()) === 0, 8000);
+    const [download] = await Promise.all([alice.waitForEvent('download'), alice.click('#download')]);
+    const zip = await streamToBuffer(await download.createReadStream());
+    assert.equal(zip.subarray(0, 2).toString(), 'PK');
+    assert.ok(zip.includes(Buffer.from('lib/helpers.ts')), 'the archive holds the renamed file');
+    assert.ok(!zip.includes(Buffer.from('long.ts')), 'and not the deleted one');
+  });
+
   test('undo in one page leaves the other person\'s text alone', async () => {
     const base = await editorText(alice);
     await typeAtEnd(alice, '\nAAA');
@@ -215,9 +244,14 @@ describe('roles and invites', () => {
   });
 
   test('an invite link opened in a fresh context lands in the session with the invite\'s role', async () => {
-    const r = await srv.http(`/api/sessions/${sid}/invites`, { token: ownerToken, method: 'POST', body: { role: 'editor' } });
-    assert.equal(r.status, 201);
-    const { url } = await r.json();
+    // The owner makes the link in the Share dialog.
+    const owner = await openSession(browser, srv, sid, ownerToken);
+    await owner.click('#share');
+    await owner.click('#invite-editor');
+    const url = await (await owner.waitForSelector('#invite-url[data-role=editor]')).inputValue();
+    assert.match(url, new RegExp(`/s/${sid}#invite=`));
+    await shot(owner, 'share');
+    await owner.context().close();
     const inviteUrl = url.replace(/^https?:\/\/[^/]+/, srv.url);
     const page = await newPage(browser);
     await page.goto(inviteUrl);

@@ -5,9 +5,10 @@
 //   file, whose document id is the session id, plus `open-file`d files).
 // - Every document syncs both ways by state vector: the server's
 //   `yjs-sync-step-1` is answered with our diff, and ours brings what we lack.
-// - Local updates are sent with an ack and kept in `pending` until the server
-//   says they are applied and durably logged; `unacked` counts them. Edits
-//   made while offline wait there too and go out, merged, after the re-join.
+// - Local updates are sent at once, each with an ack, and kept in `pending`
+//   until the server says they are applied and durably logged; `unacked`
+//   counts them. Edits made while offline or while rate limited wait there
+//   and go out merged into one update when sending is possible again.
 // - Reconnects (socket.io-client's backoff) re-join and resync every open
 //   document; awareness of others is dropped on disconnect and re-announced
 //   by the server after the join.
@@ -53,9 +54,7 @@ export class DocHandle {
   readonly doc: Y.Doc;
   readonly awareness: awarenessProtocol.Awareness;
   /** Local updates sent or waiting, not yet acknowledged. */
-  pending: Uint8Array[] = [];
-  /** Updates in flight (sent, ack outstanding). */
-  inFlight = 0;
+  pending: Pending[] = [];
   synced = false;
   private syncWaiters: Array<() => void> = [];
 
@@ -193,7 +192,7 @@ export class TandemProvider {
   /** Local updates the server has not acknowledged yet, across documents. */
   get unacked(): number {
     let n = 0;
-    for (const h of this.docs.values()) n += h.pending.length;
+    for (const h of this.docs.values()) for (const p of h.pending) n += p.count;
     return n;
   }
 
@@ -311,7 +310,7 @@ export class TandemProvider {
     this.docs.set(h.docId, h);
     h.doc.on('update', (update: Uint8Array, origin: unknown) => {
       if (origin === REMOTE) return;
-      h.pending.push(update);
+      h.pending.push({ update, count: 1, sent: 0 });
       this.emit('unacked', this.unacked);
       this.flush(h);
     });
@@ -328,7 +327,7 @@ export class TandemProvider {
   private async syncDoc(h: DocHandle) {
     const diff: ArrayBuffer = await this.socket.timeout(10000).emitWithAck('yjs-sync-step-1', h.docId, Y.encodeStateVector(h.doc));
     if (diff && (diff as ArrayBuffer).byteLength !== undefined) Y.applyUpdate(h.doc, new Uint8Array(diff), REMOTE);
-    h.inFlight = 0;
+    for (const p of h.pending) p.sent = 0; // acks of the old connection never come
     h.markSynced();
     if (h.awareness.getLocalState() !== null) {
       this.socket.emit('yjs-awareness', h.docId, awarenessProtocol.encodeAwarenessUpdate(h.awareness, [h.doc.clientID]));
@@ -337,10 +336,11 @@ export class TandemProvider {
     this.emit('synced', h);
   }
 
-  /** Sends what is pending as one update with an ack. */
+  /** Sends what waits (merged into one update) with an ack. */
   private flush(h: DocHandle) {
-    if (!this.socket.connected || !h.synced || h.pending.length === 0 || h.inFlight > 0) return;
-    if (this.readOnly) return;
+    if (!this.socket.connected || !h.synced || this.readOnly) return;
+    const waiting = h.pending.filter((p) => p.sent === 0);
+    if (waiting.length === 0) return;
     const wait = this.pausedUntil - Date.now();
     if (wait > 0) {
       if (!this.pauseTimer) {
@@ -351,44 +351,49 @@ export class TandemProvider {
       }
       return;
     }
-    const count = h.pending.length;
-    const update = count === 1 ? h.pending[0] : Y.mergeUpdates(h.pending);
-    h.inFlight = count;
-    this.socket.timeout(15000).emitWithAck('yjs-update', h.docId, update).then(
+    let entry = waiting[0];
+    if (waiting.length > 1) {
+      entry = { update: Y.mergeUpdates(waiting.map((p) => p.update)), count: waiting.reduce((n, p) => n + p.count, 0), sent: 0 };
+      h.pending = [...h.pending.filter((p) => p.sent !== 0), entry];
+    }
+    const id = (entry.sent = ++sendIds);
+    this.socket.timeout(15000).emitWithAck('yjs-update', h.docId, entry.update).then(
       (reply: { ok: boolean; error?: TandemError }) => {
-        if (this.docs.get(h.docId) !== h) return;
-        h.inFlight = 0;
+        if (this.docs.get(h.docId) !== h || entry.sent !== id) return;
         if (reply?.ok) {
-          h.pending.splice(0, count);
+          h.pending = h.pending.filter((p) => p !== entry);
           this.emit('unacked', this.unacked);
         } else if (reply?.error) {
-          this.onUpdateRefused(h, count, reply.error);
+          this.onUpdateRefused(h, entry, reply.error);
         }
-        this.flush(h);
       },
       () => {
-        // No ack in time (disconnected): kept pending, sent again on resync.
-        h.inFlight = 0;
+        // No ack in time: kept, sent again (now, or after the resync).
+        if (entry.sent !== id) return;
+        entry.sent = 0;
+        this.flush(h);
       },
     );
   }
 
-  private onUpdateRefused(h: DocHandle, count: number, e: TandemError) {
+  private onUpdateRefused(h: DocHandle, entry: Pending, e: TandemError) {
     const error = { ...e, docId: e.docId ?? h.docId };
     switch (e.code) {
       case 'RATE_LIMITED':
-        // Kept; sent again once the budget allows.
-        this.pausedUntil = Date.now() + (e.retryAfterMs ?? 1000);
+        // Kept; sent again (with whatever came since) once the budget allows.
+        entry.sent = 0;
+        this.pausedUntil = Math.max(this.pausedUntil, Date.now() + (e.retryAfterMs ?? 1000));
+        this.flush(h);
         break;
       case 'FORBIDDEN':
-        // Never accepted: drop them and become read-only.
-        h.pending.splice(0, count);
+        // Never accepted: dropped, and the provider becomes read-only.
+        h.pending = h.pending.filter((p) => p !== entry);
         this.setRole('viewer');
         break;
       default:
         // INVALID_UPDATE, UPDATE_TOO_LARGE, DOCUMENT_TOO_LARGE …: not applied;
-        // the server will not take these bytes, so do not resend them.
-        h.pending.splice(0, count);
+        // the server will not take these bytes, so they are not sent again.
+        h.pending = h.pending.filter((p) => p !== entry);
     }
     this.emit('unacked', this.unacked);
     this.emit('error', error);
@@ -431,15 +436,17 @@ export class TandemProvider {
     try {
       this.lastJoin = this.doJoin();
       await this.lastJoin;
-    } catch {
-      // Reported through `error`; the page decides what to show.
+    } catch (e) {
+      // Reported through `error`; a throttled re-join is tried again.
+      const retry = (e as TandemError)?.code === 'RATE_LIMITED' ? (e as TandemError).retryAfterMs ?? 1000 : null;
+      if (retry !== null) setTimeout(() => { if (this.socket.connected) void this.onConnect(); }, retry);
     }
   }
 
   private onDisconnect(reason: string) {
     for (const h of this.docs.values()) {
       h.synced = false;
-      h.inFlight = 0;
+      for (const p of h.pending) p.sent = 0;
       const others = [...h.awareness.getStates().keys()].filter((id) => id !== h.doc.clientID);
       awarenessProtocol.removeAwarenessStates(h.awareness, others, REMOTE);
     }
@@ -482,6 +489,11 @@ export class TandemProvider {
     if (this.pauseTimer) clearTimeout(this.pauseTimer);
   }
 }
+
+/** A local update waiting for its ack: `count` local updates merged, `sent` the send's id (0: not sent). */
+interface Pending { update: Uint8Array; count: number; sent: number }
+
+let sendIds = 0;
 
 type AwarenessChange = { added: number[]; updated: number[]; removed: number[] };
 

@@ -20,18 +20,23 @@ export function toLf(s: string): string {
 export function deltaToEdits(delta: Y.YTextEvent['delta']): Edit[] {
   const edits: Edit[] = [];
   let offset = 0; // position in the old text
+  // Deletes and inserts that touch (no retain between them) are one
+  // replacement: two edits at one offset would be ambiguous to apply.
+  const at = (): Edit => {
+    const last = edits[edits.length - 1];
+    if (last && last.offset + last.deleteCount === offset) return last;
+    const e = { offset, deleteCount: 0, insert: '' };
+    edits.push(e);
+    return e;
+  };
   for (const op of delta) {
     if (op.retain !== undefined) {
       offset += op.retain;
     } else if (op.delete !== undefined) {
-      edits.push({ offset, deleteCount: op.delete, insert: '' });
+      at().deleteCount += op.delete;
       offset += op.delete;
     } else if (op.insert !== undefined) {
-      const insert = typeof op.insert === 'string' ? op.insert : '';
-      const last = edits[edits.length - 1];
-      // A delete followed by an insert at its end is one replacement.
-      if (last && last.offset + last.deleteCount === offset && last.insert === '') last.insert = insert;
-      else edits.push({ offset, deleteCount: 0, insert });
+      at().insert += typeof op.insert === 'string' ? op.insert : '';
     }
   }
   return edits;
