@@ -309,9 +309,10 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         .build_layer();
     protocol::native::register(&io);
     protocol::ysocketio::register(&io);
-    manager.set_fanout(Hub::new(io.clone()));
+    manager.set_fanout(Hub::new(io.clone(), app.ywebsocket.clone()));
 
     let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()))
+        .merge(protocol::ywebsocket::router(app.clone()))
         .merge(http::web::router(&config.web_dir));
     router = router.layer(layer);
     // Outside the Socket.IO layer: long-polling requests get CORS headers too.

@@ -13,7 +13,8 @@ use super::SessionDoc;
 use crate::store::{LogEntry, Store};
 
 struct Item {
-    entry: LogEntry,
+    /// `None`: a barrier, answered once every row queued before it committed.
+    entry: Option<LogEntry>,
     doc: Arc<SessionDoc>,
     done: Option<oneshot::Sender<bool>>,
 }
@@ -58,11 +59,11 @@ impl UpdateLog {
         };
         doc.pending_log.fetch_add(1, Ordering::AcqRel);
         let item = Item {
-            entry: LogEntry {
+            entry: Some(LogEntry {
                 // The document id: the session id for the main file.
                 doc_id: doc.id.clone(),
                 update,
-            },
+            }),
             doc: doc.clone(),
             done,
         };
@@ -72,6 +73,22 @@ impl UpdateLog {
             return Err(());
         }
         Ok(rx)
+    }
+
+    /// Resolves `true` once every row queued before this call is committed
+    /// (rows are committed in order), `false` if a commit failed or the
+    /// writer is gone.
+    pub async fn barrier(&self, doc: &Arc<SessionDoc>) -> bool {
+        let (done, rx) = oneshot::channel();
+        let item = Item {
+            entry: None,
+            doc: doc.clone(),
+            done: Some(done),
+        };
+        if self.tx.send(item).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 }
 
@@ -101,7 +118,16 @@ async fn writer(
                 }
             }
         }
-        entries.extend(batch.iter().map(|i| i.entry.clone()));
+        entries.extend(batch.iter().filter_map(|i| i.entry.clone()));
+        if entries.is_empty() {
+            // Only barriers: everything before them is already committed.
+            for item in batch.drain(..) {
+                if let Some(done) = item.done {
+                    let _ = done.send(true);
+                }
+            }
+            continue;
+        }
         let started = std::time::Instant::now();
         let mut ok = false;
         for attempt in 0..3u32 {
@@ -122,6 +148,12 @@ async fn writer(
         metrics::histogram!("tandem_log_commit_seconds").record(started.elapsed().as_secs_f64());
         entries.clear();
         for item in batch.drain(..) {
+            if item.entry.is_none() {
+                if let Some(done) = item.done {
+                    let _ = done.send(ok);
+                }
+                continue;
+            }
             if !ok {
                 // The document stays dirty until a snapshot of its full state
                 // commits; until then the LRU may not unload it (recorded

@@ -344,6 +344,24 @@ impl DocManager {
         }
     }
 
+    /// Waits until everything applied to `doc` so far is in the store: the
+    /// log rows queued until now committed, or (log off, or a commit failed)
+    /// a snapshot. Readers that show state to people call it before answering,
+    /// so what they showed survives a crash (a `kill -9`) right after.
+    pub async fn durable(&self, doc: &Arc<SessionDoc>) -> bool {
+        let log = if self.cfg.update_log {
+            self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            None
+        };
+        if let Some(log) = log
+            && log.barrier(doc).await
+        {
+            return true;
+        }
+        self.flush(doc).await
+    }
+
     /// Snapshots the document if it changed since the last snapshot.
     /// Returns whether the store now holds everything the document held.
     pub async fn flush(&self, doc: &Arc<SessionDoc>) -> bool {

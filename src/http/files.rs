@@ -72,7 +72,10 @@ async fn get_file(st: &HttpState, session_id: &str, file_id: &str) -> ApiResult<
 /// latest snapshot, else (a main file never snapshotted) the loaded document.
 async fn current_text(st: &HttpState, doc_id: &str) -> ApiResult<String> {
     if let Some(doc) = st.app.manager.get_loaded(doc_id) {
-        return Ok(doc.text());
+        let text = doc.text();
+        // What this shows must survive a crash right after it was shown.
+        st.app.manager.durable(&doc).await;
+        return Ok(text);
     }
     if let Some(text) = st.app.manager.store().stored_text(doc_id).await? {
         return Ok(text);
@@ -349,7 +352,7 @@ pub(super) fn close_file_document(st: &HttpState, session_id: &str, doc_id: &str
     let err = Error::new(ErrorCode::FileNotFound, "the file was deleted")
         .with_session(session_id)
         .with_doc(doc_id);
-    crate::protocol::close_document(&st.io, doc_id, &err);
+    crate::protocol::close_document(&st.app, &st.io, doc_id, &err);
     st.app.manager.discard(doc_id);
 }
 

@@ -344,7 +344,7 @@ pub(super) async fn apply_roles(
         }
         if !revoked.is_empty() {
             tracing::info!(doc_id = %doc.id, connections = revoked.len(), "access revoked; removing connections");
-            crate::protocol::revoke(&st.io, &doc.id, &revoked);
+            crate::protocol::revoke(&st.app, &st.io, &doc.id, &revoked);
         }
     }
     Ok(())
@@ -550,12 +550,12 @@ pub async fn delete(
             let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted")
                 .with_session(&id)
                 .with_doc(&doc);
-            crate::protocol::close_document(&st.io, &doc, &err);
+            crate::protocol::close_document(&st.app, &st.io, &doc, &err);
             st.app.manager.discard(&doc);
         }
     }
     let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(&id);
-    crate::protocol::close_document(&st.io, &id, &err);
+    crate::protocol::close_document(&st.app, &st.io, &id, &err);
     st.app.manager.discard(&id);
     crate::protocol::events::session_removed(&st.io, &users, &id);
     tracing::info!(session_id = %id, by = %user.id, "session deleted");
@@ -583,11 +583,10 @@ pub async fn text(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let doc = open_for_viewer(&st, &user, &id).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        doc.text(),
-    )
-        .into_response())
+    let text = doc.text();
+    // What this shows must survive a crash right after it was shown.
+    st.app.manager.durable(&doc).await;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 #[utoipa::path(

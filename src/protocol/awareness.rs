@@ -7,11 +7,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use socketioxide::extract::SocketRef;
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::encoder::Encode;
 
-use super::{AppState, ConnState, lock};
+use super::{AppState, ConnState, Peer, lock};
 use crate::core::SessionDoc;
 use crate::error::Error;
 
@@ -20,14 +19,14 @@ use crate::error::Error;
 /// the states are merged, newest clock per client, and broadcast as one
 /// update when the budget allows: a flood of cursor moves costs the others
 /// a few messages per second, and the last position still arrives.
-pub fn relay_awareness(
-    s: &SocketRef,
+pub fn relay_awareness<P: Peer>(
+    s: &P,
     st: &AppState,
     conn: &Arc<ConnState>,
     doc: &Arc<SessionDoc>,
     bytes: Bytes,
 ) -> Result<(), Error> {
-    doc.apply_awareness(s.id.as_str(), &bytes)?;
+    doc.apply_awareness(s.id(), &bytes)?;
     let Some(fanout) = st.manager.fanout() else {
         return Ok(());
     };
@@ -41,7 +40,7 @@ pub fn relay_awareness(
     let wait = match conn.awareness_budget.check() {
         Ok(()) => {
             drop(held);
-            fanout.awareness(&doc.id, &bytes, Some(s.id.as_str()));
+            fanout.awareness(&doc.id, &bytes, Some(s.id()));
             return Ok(());
         }
         Err(wait) => wait,
@@ -62,7 +61,7 @@ pub fn relay_awareness(
         let merged = lock(&conn.held_awareness).remove(&doc.id);
         if let Some(update) = merged.filter(|_| s.connected()) {
             let bytes = Bytes::from(update.encode_v1());
-            fanout.awareness(&doc.id, &bytes, Some(s.id.as_str()));
+            fanout.awareness(&doc.id, &bytes, Some(s.id()));
         }
     });
     Ok(())

@@ -64,14 +64,15 @@ pub fn disconnect_or_kick<A: Adapter>(s: &SocketRef<A>) {
     }
 }
 
-/// The core's [`Fanout`], delivering to both dialects.
+/// The core's [`Fanout`], delivering to every dialect.
 pub struct Hub {
     io: SocketIo,
+    ywebsocket: Arc<super::ywebsocket::Rooms>,
 }
 
 impl Hub {
-    pub fn new(io: SocketIo) -> Arc<Self> {
-        Arc::new(Self { io })
+    pub fn new(io: SocketIo, ywebsocket: Arc<super::ywebsocket::Rooms>) -> Arc<Self> {
+        Arc::new(Self { io, ywebsocket })
     }
 
     fn native_sockets(&self, session_id: &str) -> Vec<SocketRef> {
@@ -107,6 +108,7 @@ impl Fanout for Hub {
             n += 1;
             emit_or_kick(s, "sync-update", update)
         });
+        n += self.ywebsocket.doc_update(session_id, update, except);
         metrics::counter!("tandem_update_deliveries_total").increment(n);
         metrics::counter!("tandem_update_bytes_out_total").increment(n * update.len() as u64);
     }
@@ -119,6 +121,7 @@ impl Fanout for Hub {
         self.each(self.ysocketio_sockets(session_id), except, |s| {
             emit_or_kick(s, "awareness-update", update)
         });
+        self.ywebsocket.awareness(session_id, update, except);
     }
 
     fn user_joined(

@@ -1,6 +1,7 @@
 //! Protocol adapters: thin layers that decode Socket.IO events, authorize,
 //! call the core and encode replies. [`native`] speaks namespace `/`,
-//! [`ysocketio`] the y-socket.io dialect on `/yjs|<id>`. Shared by both:
+//! [`ysocketio`] the y-socket.io dialect on `/yjs|<id>`, [`ywebsocket`] the
+//! y-websocket framing on a plain WebSocket at `/ws/<id>`. Shared by all:
 //! - [`access`]: authentication of a handshake and the caller's role;
 //! - [`presence`]: a connection's membership of a document (lease + presence),
 //!   undone however the connection ends;
@@ -18,6 +19,7 @@ pub mod native;
 pub mod presence;
 pub mod updates;
 pub mod ysocketio;
+pub mod ywebsocket;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -36,7 +38,19 @@ pub use access::{authenticate, resolve_session, role_in};
 pub use awareness::relay_awareness;
 pub use fanout::{Hub, count_namespaces, disconnect_or_kick, emit_or_kick};
 pub use presence::Presence;
-pub use updates::{accept_update, request_client_diff};
+pub use updates::{SioPeer, accept_update, request_client_diff};
+
+/// A connection of any dialect, as the shared update and awareness paths see
+/// it: an id (presence, roles, the origin an update is not echoed to), whether
+/// it is still there, and how to ask it for what the server lacks.
+pub trait Peer: Clone + Send + Sync + 'static {
+    fn id(&self) -> &str;
+    fn connected(&self) -> bool;
+    /// Sends the server's state vector (sync step 1) so that the client
+    /// answers with what the server lacks; the answer counts against the
+    /// connection's update budget.
+    fn request_diff(&self, st: &AppState, conn: &Arc<ConnState>, doc: &crate::core::DocLease);
+}
 
 /// Shared state of every handler (socketioxide `State` and axum state).
 #[derive(Clone)]
@@ -48,6 +62,8 @@ pub struct AppState {
     /// namespace: a refused connect may remove its namespace only when no
     /// other connect to it is in flight.
     pub ysocketio_pending: Arc<Mutex<HashMap<String, usize>>>,
+    /// The y-websocket dialect's open connections per document.
+    pub ywebsocket: Arc<ywebsocket::Rooms>,
 }
 
 impl AppState {
@@ -61,6 +77,7 @@ impl AppState {
             auth,
             config,
             ysocketio_pending: Arc::default(),
+            ywebsocket: Arc::default(),
         }
     }
 }
@@ -76,11 +93,13 @@ pub fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")
 }
 
-/// Closes a document for every socket of both dialects that has it open
-/// (its session or file was deleted): they hear `error` `err`.
-pub fn close_document(io: &SocketIo, doc_id: &str, err: &crate::error::Error) {
+/// Closes a document for every connection of every dialect that has it open
+/// (its session or file was deleted): Socket.IO sockets hear `error` `err`,
+/// y-websocket connections are closed with 4404.
+pub fn close_document(st: &AppState, io: &SocketIo, doc_id: &str, err: &crate::error::Error) {
     native::close_document(io, doc_id, err);
     ysocketio::close_document(io, doc_id, err);
+    st.ywebsocket.close_document(doc_id);
 }
 
 /// Namespace of the y-socket.io dialect for a session.
@@ -88,15 +107,17 @@ pub fn ysocketio_ns(session_id: &str) -> String {
     format!("/yjs|{session_id}")
 }
 
-/// Removes connections whose access to a document was revoked, in both
-/// dialects: native sockets leave the whole session (its files too) when
+/// Removes connections whose access to a document was revoked, in every
+/// dialect: native sockets leave the whole session (its files too) when
 /// it is the session's main document (see [`native::revoke`]); y-socket.io
-/// sockets of that document are disconnected ([`ysocketio::revoke`]).
-pub fn revoke(io: &SocketIo, doc_id: &str, conns: &[String]) {
+/// sockets of that document are disconnected ([`ysocketio::revoke`]) and
+/// y-websocket connections closed with 4403.
+pub fn revoke(st: &AppState, io: &SocketIo, doc_id: &str, conns: &[String]) {
     if crate::model::DocId::is_main_id(doc_id) {
         native::revoke(io, doc_id, conns);
     }
     ysocketio::revoke(io, doc_id, conns);
+    st.ywebsocket.revoke(doc_id, conns);
 }
 
 /// Extractor: did the client ask for an ack? (`AckSender::send` is a silent

@@ -13,8 +13,8 @@ use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 
 use super::{
-    AppState, ConnState, Dialect, Presence, WantsAck, accept_update, authenticate, emit_or_kick,
-    lock, relay_awareness, request_client_diff, resolve_session, room,
+    AppState, ConnState, Dialect, Presence, SioPeer, WantsAck, accept_update, authenticate,
+    emit_or_kick, lock, relay_awareness, request_client_diff, resolve_session, room,
 };
 use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
@@ -294,7 +294,15 @@ fn register_handlers(s: &SocketRef) {
                     let c = ctx(&s);
                     match c.doc(&id) {
                         Ok(doc) => {
-                            accept_update(&s, &st, &c.conn, &doc, update, w, Dialect::Native).await
+                            accept_update(
+                                &SioPeer(s.clone(), Dialect::Native),
+                                &st,
+                                &c.conn,
+                                &doc,
+                                update,
+                                w,
+                            )
+                            .await
                         }
                         Err(e) => Err(e),
                     }
@@ -317,7 +325,15 @@ fn register_handlers(s: &SocketRef) {
                 Ok((id, bytes)) => {
                     let c = ctx(&s);
                     c.doc(&id)
-                        .and_then(|d| relay_awareness(&s, &st, &c.conn, &d, bytes))
+                        .and_then(|d| {
+                            relay_awareness(
+                                &SioPeer(s.clone(), Dialect::Native),
+                                &st,
+                                &c.conn,
+                                &d,
+                                bytes,
+                            )
+                        })
                         .map_err(|e| e.with_doc(&id))
                 }
                 Err(_) => Err(invalid_payload()),

@@ -12,8 +12,8 @@ use socketioxide::handler::ConnectHandler;
 
 use super::native::Refusal;
 use super::{
-    AppState, ConnState, Dialect, Presence, accept_update, authenticate, disconnect_or_kick,
-    emit_or_kick, lock, relay_awareness, request_client_diff, resolve_session,
+    AppState, ConnState, Dialect, Presence, SioPeer, accept_update, authenticate,
+    disconnect_or_kick, emit_or_kick, lock, relay_awareness, request_client_diff, resolve_session,
 };
 use crate::error::{Error, ErrorCode};
 use crate::model::DocId;
@@ -250,7 +250,15 @@ fn register_handlers(s: &SocketRef) {
             let c = ctx(&s);
             let result = match u {
                 Ok(u) => {
-                    accept_update(&s, &st, &c.conn, &c.doc, u, false, Dialect::YSocketIo).await
+                    accept_update(
+                        &SioPeer(s.clone(), Dialect::YSocketIo),
+                        &st,
+                        &c.conn,
+                        &c.doc,
+                        u,
+                        false,
+                    )
+                    .await
                 }
                 Err(_) => Err(Error::new(
                     ErrorCode::InvalidPayload,
@@ -273,7 +281,15 @@ fn register_handlers(s: &SocketRef) {
                         "expected a binary awareness update",
                     )
                 })
-                .and_then(|u| relay_awareness(&s, &st, &c.conn, &c.doc, u));
+                .and_then(|u| {
+                    relay_awareness(
+                        &SioPeer(s.clone(), Dialect::YSocketIo),
+                        &st,
+                        &c.conn,
+                        &c.doc,
+                        u,
+                    )
+                });
             if let Err(e) = result {
                 emit_or_kick(&s, "error", &e.with_doc(&c.doc.id));
             }
