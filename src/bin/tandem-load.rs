@@ -694,6 +694,37 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("GET text differs: {m}");
         }
     }
+    // Raw material for offline analysis (TANDEM_LOAD_DUMP=<dir>): per
+    // session every update sent (editor by editor, each as a 4-byte
+    // little-endian length and the bytes) and each observer's state.
+    if let Some(dir) = std::env::var_os("TANDEM_LOAD_DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let frame = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend((b.len() as u32).to_le_bytes());
+            out.extend(b);
+        };
+        for (session, updates) in &all_updates {
+            let mut out = Vec::new();
+            for u in updates {
+                frame(&mut out, u);
+            }
+            std::fs::write(dir.join(format!("{session}.sent.bin")), out)?;
+            std::fs::write(
+                dir.join(format!("{session}.expected.txt")),
+                &expected[session],
+            )?;
+        }
+        for (i, (session, doc, _)) in observers.iter().enumerate() {
+            let mut out = Vec::new();
+            frame(
+                &mut out,
+                &doc.transact()
+                    .encode_state_as_update_v1(&StateVector::default()),
+            );
+            std::fs::write(dir.join(format!("{session}.obs{i}.bin")), out)?;
+        }
+    }
 
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
     lat.sort_unstable();

@@ -131,6 +131,135 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
     Ok(out)
 }
 
+/// Does an update with these [`Inspection::clock_ranges`] skip clocks the
+/// state vector `sv` has not reached (its predecessors are missing)?
+pub fn skips_clocks(ranges: &[(u64, u32, u32)], sv: &yrs::StateVector) -> bool {
+    ranges.iter().any(|(client, start, end)| {
+        end > start && *start > sv.get(&yrs::block::ClientID::new(*client))
+    })
+}
+
+/// An update cut at its `Skip` structs: `head` holds every client's structs
+/// before its first skip and the whole delete set; each of `tails` holds one
+/// client's run of structs between two skips (or after the last one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkipSplit {
+    pub head: Vec<u8>,
+    pub tails: Vec<Vec<u8>>,
+}
+
+/// Cuts a v1 update at its `Skip` structs (see [`SkipSplit`]); `Ok(None)`
+/// when it has none (the usual case: nothing is copied).
+///
+/// A skip marks clocks the sender did not have (Yjs and yrs write one when
+/// they encode a document holding structs that arrived out of order). yrs
+/// 0.28 integrates the structs after a skip at once, leaving a hole in its
+/// own block list, and a document with a hole then leaves the structs past
+/// the hole out of every diff it encodes for a peer whose state vector
+/// reaches the hole (its own state vector stops there): replicas part for
+/// good. Cut at the skips, each run can wait until the clocks before it have
+/// arrived, as Yjs does with its pending structs. v1 structs carry no
+/// back-references, so runs are copied byte for byte.
+pub fn split_at_skips(bytes: &[u8]) -> R<Option<SkipSplit>> {
+    struct Run {
+        client: u64,
+        clock: u32,
+        start: usize,
+        end: usize,
+        structs: u32,
+    }
+    let mut c = Cursor::new(bytes);
+    let mut heads: Vec<Run> = Vec::new();
+    let mut tails: Vec<Run> = Vec::new();
+    let mut skipped = false;
+    let clients: u32 = m(c.read_var())?;
+    for _ in 0..clients {
+        let structs: u32 = m(c.read_var())?;
+        let client: u64 = m(c.read_var())?;
+        let mut clock: u32 = m(c.read_var())?;
+        let mut run = Run {
+            client,
+            clock,
+            start: c.next,
+            end: c.next,
+            structs: 0,
+        };
+        let mut first = true;
+        for _ in 0..structs {
+            let len = match m(c.read_u8())? {
+                SKIP => {
+                    let len: u32 = m(c.read_var())?;
+                    skipped = true;
+                    let done = std::mem::replace(
+                        &mut run,
+                        Run {
+                            client,
+                            clock: clock.wrapping_add(len),
+                            start: c.next,
+                            end: c.next,
+                            structs: 0,
+                        },
+                    );
+                    if done.structs > 0 {
+                        if first { &mut heads } else { &mut tails }.push(done);
+                    }
+                    first = false;
+                    clock = clock.wrapping_add(len);
+                    continue;
+                }
+                GC => m(c.read_var::<u32>())?,
+                info => {
+                    if info & HAS_ORIGIN != 0 {
+                        skip_id(&mut c)?;
+                    }
+                    if info & HAS_RIGHT_ORIGIN != 0 {
+                        skip_id(&mut c)?;
+                    }
+                    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+                        let named: u32 = m(c.read_var())?;
+                        if named == 1 {
+                            m(c.read_string())?;
+                        } else {
+                            skip_id(&mut c)?;
+                        }
+                        if info & HAS_PARENT_SUB != 0 {
+                            m(c.read_string())?;
+                        }
+                    }
+                    content(&mut c, info & 0b1111)?
+                }
+            };
+            clock = clock.wrapping_add(len);
+            run.structs += 1;
+            run.end = c.next;
+        }
+        if run.structs > 0 {
+            if first { &mut heads } else { &mut tails }.push(run);
+        }
+    }
+    if !skipped {
+        return Ok(None);
+    }
+    let encode = |runs: &[&Run], delete_set: &[u8]| {
+        use yrs::encoding::write::Write;
+        let mut out = Vec::new();
+        out.write_var(runs.len() as u32);
+        for r in runs {
+            out.write_var(r.structs);
+            out.write_var(r.client);
+            out.write_var(r.clock);
+            out.extend_from_slice(&bytes[r.start..r.end]);
+        }
+        out.extend_from_slice(delete_set);
+        out
+    };
+    let delete_set = &bytes[c.next..];
+    Ok(Some(SkipSplit {
+        head: encode(&heads.iter().collect::<Vec<_>>(), delete_set),
+        tails: tails.iter().map(|r| encode(&[r], &[0])).collect(),
+    }))
+}
+
 fn skip_id(c: &mut Cursor<'_>) -> R<()> {
     m(c.read_var::<u64>())?;
     m(c.read_var::<u32>())?;

@@ -269,18 +269,26 @@ impl DocManager {
         } else {
             None
         };
-        let (applied, update, failure) = match doc.apply_update(&update, &self.cfg.limits)? {
-            Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
-            // Held back until its predecessors arrive: durable and relayed
-            // now, like any change (peers hold it back the same way).
-            Applied::Parked => (Applied::Changed, update, None),
-            applied => (applied, update, None),
+        // Peers hear what the document integrated, in the order it did, from
+        // under its lock: an update held back for its predecessors is
+        // relayed when it is applied, not when it comes (a yrs peer would
+        // integrate it with a hole in its clocks).
+        let fanout = self.fanout.get();
+        let mut relay = |b: &Bytes, own: bool| {
+            if let Some(f) = fanout {
+                f.doc_update(&doc.id, b, if own { origin } else { None });
+            }
         };
+        let (applied, update, failure) =
+            match doc.apply_update_relaying(&update, &self.cfg.limits, &mut relay)? {
+                Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
+                // Held back until its predecessors arrive: durable now, like
+                // any change, and relayed once applied.
+                Applied::Parked => (Applied::Changed, update, None),
+                applied => (applied, update, None),
+            };
         if applied == Applied::Empty {
             return Ok(None);
-        }
-        if let Some(f) = self.fanout.get() {
-            f.doc_update(&doc.id, &update, origin);
         }
         if applied == Applied::Changed
             && let Some((user_id, _)) = origin.and_then(|conn| doc.user_of(conn))

@@ -16,7 +16,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, GetString, ReadTxn, StateVector, TextRef, Transact, Update};
 
-use super::inspect::{Refused, inspect_update};
+use super::inspect::{Refused, inspect_update, skips_clocks, split_at_skips};
 use super::{AWARENESS_TIMEOUT_MS, Limits, TEXT_NAME, TYPING_TIMEOUT};
 use crate::auth::User;
 use crate::error::{Error, ErrorCode};
@@ -93,13 +93,6 @@ const MAX_PARKED_BYTES: usize = 8 << 20;
 struct ParkedUpdate {
     bytes: Bytes,
     ranges: Vec<(u64, u32, u32)>,
-}
-
-/// Does the update skip clocks the state vector `sv` has not reached?
-fn skips_clocks(ranges: &[(u64, u32, u32)], sv: &StateVector) -> bool {
-    ranges
-        .iter()
-        .any(|(client, start, end)| end > start && *start > sv.get(&ClientID::new(*client)))
 }
 
 /// Checks an untrusted update before yrs decodes it, then decodes it.
@@ -330,12 +323,33 @@ impl SessionDoc {
     /// be relayed (a peer may have missed the update that brought it, which
     /// was not sent back to its own origin), but not logged again.
     pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Applied, Error> {
+        self.apply_update_relaying(bytes, limits, &mut |_, _| {})
+    }
+
+    /// [`apply_update`](Self::apply_update), handing `relay` what peers must
+    /// receive, in the order the document integrated it and under the
+    /// document's lock (so two concurrent updates reach peers in that order
+    /// too): the update itself (`true`: its sender has it) when it was
+    /// integrated or already known, what yrs integrated of a `Partial` one,
+    /// and every parked update this one released (`false`: relay to all).
+    /// A parked update is relayed only once it is integrated: a yrs peer
+    /// handed structs past a gap would integrate them with a hole (see
+    /// [`split_at_skips`](super::inspect::split_at_skips)).
+    pub fn apply_update_relaying(
+        &self,
+        bytes: &[u8],
+        limits: &Limits,
+        relay: &mut dyn FnMut(&Bytes, bool),
+    ) -> Result<Applied, Error> {
         limits.check_update_size(bytes.len())?;
         let (update, inspection) = decode_checked(bytes)?;
-        let nested = inspection.nested_types;
         if update.is_empty() {
             return Ok(Applied::Empty);
         }
+        // Structs after a skip wait like any update that starts past the
+        // document's clock; the rest (and the delete set) goes on now.
+        let split = split_at_skips(bytes)
+            .map_err(|_| Error::new(ErrorCode::InvalidUpdate, "bytes are not a Yjs v1 update"))?;
         let mut inner = self.lock();
         if inner.life.evicted {
             // Unloaded (or its session deleted) while this update was on its
@@ -354,13 +368,66 @@ impl SessionDoc {
                 ),
             ));
         }
-        let new_types = nested
+        let new_types = inspection
+            .nested_types
             .iter()
             .filter(|id| !inner.nested_types.contains(id))
             .count();
         if inner.nested_types.len() + new_types > limits.max_nested_types {
             return Err(too_many_nested_types(limits.max_nested_types));
         }
+        let Some(split) = split else {
+            return self.apply_piece(&mut inner, bytes, update, inspection, relay);
+        };
+        let tails: Vec<ParkedUpdate> = split
+            .tails
+            .into_iter()
+            .filter_map(|t| {
+                let ranges = inspect_update(&t).ok()?.clock_ranges;
+                Some(ParkedUpdate {
+                    bytes: Bytes::from(t),
+                    ranges,
+                })
+            })
+            .collect();
+        let tail_bytes: usize = tails.iter().map(|t| t.bytes.len()).sum();
+        if inner.parked.len() + tails.len() + 1 > MAX_PARKED_UPDATES
+            || inner.parked_bytes + tail_bytes + bytes.len() > MAX_PARKED_BYTES
+        {
+            return Err(Error::out_of_order());
+        }
+        inner.nested_types.extend(inspection.nested_types);
+        inner.parked_bytes += tail_bytes;
+        inner.parked.extend(tails);
+        inner.life.approx_size += tail_bytes;
+        let (head, head_inspection) = decode_checked(&split.head)?;
+        let head_applied = if head.is_empty() {
+            Applied::Known
+        } else {
+            self.apply_piece(&mut inner, &split.head, head, head_inspection, relay)?
+        };
+        // Whatever the head did, the tails may go now (the document may
+        // hold the skipped clocks already).
+        let released = self.drain_parked(&mut inner, relay);
+        Ok(match head_applied {
+            // Not relayed as a whole: the skips would reach peers.
+            Applied::Known | Applied::Empty if released => Applied::Changed,
+            Applied::Known | Applied::Empty => Applied::Parked,
+            other => other,
+        })
+    }
+
+    /// One update without skips (or the head of a split one), the document
+    /// checks passed, under the lock.
+    fn apply_piece(
+        &self,
+        inner: &mut Inner,
+        bytes: &[u8],
+        update: Update,
+        inspection: super::inspect::Inspection,
+        relay: &mut dyn FnMut(&Bytes, bool),
+    ) -> Result<Applied, Error> {
+        let nested = inspection.nested_types;
         // One state vector serves the whole update: every write to the
         // document happens under its lock, which is held from here on.
         let before = self.doc.transact().state_vector();
@@ -421,8 +488,15 @@ impl SessionDoc {
         if !changed {
             return match failure {
                 Some((error, _)) => Err(error),
-                None => Ok(Applied::Known),
+                None => {
+                    relay(&Bytes::copy_from_slice(bytes), true);
+                    Ok(Applied::Known)
+                }
             };
+        }
+        match &failure {
+            Some((_, Some(effective))) => relay(effective, true),
+            _ => relay(&Bytes::copy_from_slice(bytes), true),
         }
         let now = Instant::now();
         let life = &mut inner.life;
@@ -431,7 +505,7 @@ impl SessionDoc {
         life.last_change = now;
         life.last_used = now;
         life.approx_size += bytes.len();
-        self.drain_parked(&mut inner);
+        self.drain_parked(inner, relay);
         Ok(match failure {
             Some((error, Some(effective))) => Applied::Partial { effective, error },
             _ => Applied::Changed,
@@ -439,8 +513,10 @@ impl SessionDoc {
     }
 
     /// Applies every parked update whose predecessors have arrived, until
-    /// none is left that can go. They were relayed and logged when they came.
-    fn drain_parked(&self, inner: &mut Inner) {
+    /// none is left that can go; each is relayed as it is integrated (they
+    /// were logged when they came). Returns whether any was applied.
+    fn drain_parked(&self, inner: &mut Inner, relay: &mut dyn FnMut(&Bytes, bool)) -> bool {
+        let mut any = false;
         while !inner.parked.is_empty() {
             let sv = self.doc.transact().state_vector();
             let Some(i) = inner
@@ -448,7 +524,7 @@ impl SessionDoc {
                 .iter()
                 .position(|p| !skips_clocks(&p.ranges, &sv))
             else {
-                return;
+                break;
             };
             let p = inner.parked.swap_remove(i);
             inner.parked_bytes -= p.bytes.len();
@@ -457,12 +533,21 @@ impl SessionDoc {
             };
             let mut txn = self.doc.transact_mut();
             let applied = std::panic::catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
-            if !matches!(applied, Ok(Ok(()))) {
+            drop(txn);
+            if matches!(applied, Ok(Ok(()))) {
+                relay(&p.bytes, false);
+            } else {
                 tracing::warn!(session_id = %self.id, "a parked update did not apply");
             }
-            drop(txn);
             inner.life.generation += 1;
+            any = true;
         }
+        if any {
+            let now = Instant::now();
+            inner.life.dirty_since.get_or_insert(now);
+            inner.life.last_change = now;
+        }
+        any
     }
 
     /// The server's state vector (sync step 1).

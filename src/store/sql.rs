@@ -259,7 +259,15 @@ macro_rules! sql_store {
                     payloads.push(r.try_get::<Vec<u8>, _>("payload")?);
                 }
                 let inputs = stored.iter().map(|v| v.as_slice()).chain(std::iter::once(live_state)).chain(payloads.iter().map(|v| v.as_slice()));
-                let (state, text) = merge_state(inputs)?;
+                let (state, text, waiting) = merge_state(inputs)?;
+                // A row whose structs still wait for predecessors is not in
+                // the state: it and every row after it stay in the log (the
+                // ones merged anyway merge again harmlessly).
+                let first_row = usize::from(stored.is_some()) + 1;
+                if let Some(keep_from) = waiting.iter().filter_map(|i| i.checked_sub(first_row)).min() {
+                    seqs.truncate(keep_from);
+                    max_seq = seqs.last().copied().unwrap_or(0);
+                }
                 let now = now_ms();
                 let changed = stored_text.as_deref() != Some(text.as_str());
                 let size = text.len() as i64;
@@ -297,7 +305,7 @@ macro_rules! sql_store {
                         q.execute(&mut *tx).await?;
                     }
                 }
-                let deleted = if rows.is_empty() {
+                let deleted = if seqs.is_empty() {
                     0
                 } else {
                     // Exactly the rows merged above: a log row committed
