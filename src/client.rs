@@ -87,10 +87,15 @@ pub struct AckReplier {
     id: u64,
     out: mpsc::UnboundedSender<Out>,
     nsp: Arc<str>,
+    yws: bool,
 }
 
 impl AckReplier {
     pub fn reply(self, args: Vec<Arg>) -> Result<(), ClientError> {
+        if self.yws {
+            // The only request a y-websocket server makes: sync step 1.
+            return yws::send(&self.out, yws::SYNC, Some(yws::STEP_2), args);
+        }
         send_packet(&self.out, &self.nsp, PacketKind::Ack(self.id), None, args)
     }
 }
@@ -119,6 +124,8 @@ pub struct Client {
     out: mpsc::UnboundedSender<Out>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
+    /// Speaks the y-websocket framing instead of Socket.IO ([`Client::connect_ywebsocket`]).
+    yws: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -219,37 +226,12 @@ impl Client {
             }
         };
 
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
         let pending: Pending = Arc::default();
         let nsp: Arc<str> = nsp.into();
 
-        // Writer.
-        tokio::spawn(async move {
-            while let Some(o) = out_rx.recv().await {
-                match o {
-                    Out::Frame(m) => {
-                        if sink.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                    Out::Packet(frames) => {
-                        let mut ok = true;
-                        for m in frames {
-                            if sink.feed(m).await.is_err() {
-                                ok = false;
-                                break;
-                            }
-                        }
-                        if !ok || sink.flush().await.is_err() {
-                            break;
-                        }
-                    }
-                    Out::Kill => break, // dropping the sink and stream drops the TCP connection
-                }
-            }
-            let _ = sink.close().await;
-        });
+        spawn_writer(sink, out_rx);
 
         // Reader.
         {
@@ -271,6 +253,65 @@ impl Client {
                 out: out_tx,
                 pending,
                 next_id: Arc::new(AtomicU64::new(1)),
+                yws: false,
+            },
+            in_rx,
+        ))
+    }
+
+    /// Connects to the y-websocket dialect (PROTOCOL.md): a plain WebSocket
+    /// at `<base_url>/ws/<doc_id>?token=…`. The same API as over Socket.IO,
+    /// in the y-socket.io dialect's event names: `emit("sync-update", [u])`,
+    /// `emit("awareness-update", [a])`, `emit_with_ack("sync-step-1", [sv])`
+    /// (resolves with the server's step 2); the server's step 1 arrives as a
+    /// `sync-step-1` event whose ack sends step 2, its updates (and a step 2
+    /// nobody waits for) as `sync-update`, awareness as `awareness-update`.
+    /// A refusal before the upgrade is `ConnectRefused` with the HTTP status.
+    pub async fn connect_ywebsocket(
+        base_url: &str,
+        doc_id: &str,
+        token: Option<&str>,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        let hostport = base_url
+            .trim_start_matches("http://")
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(&hostport).await?;
+        tcp.set_nodelay(true)?;
+        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        let url = format!("ws://{hostport}/ws/{doc_id}{query}");
+        let ws = match tokio_tungstenite::client_async(url, tcp).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                return Err(ClientError::ConnectRefused {
+                    message: resp.status().as_u16().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (sink, mut stream) = ws.split();
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
+        let pending: Pending = Arc::default();
+        spawn_writer(sink, out_rx);
+        {
+            let (pending, out) = (pending.clone(), out_tx.clone());
+            tokio::spawn(async move {
+                let reason = yws::read_loop(&mut stream, &out, &in_tx, &pending).await;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                let _ = in_tx.send(Incoming::Disconnected { reason });
+                let _ = out.send(Out::Kill);
+            });
+        }
+        Ok((
+            Client {
+                sid: doc_id.into(),
+                nsp: doc_id.into(),
+                out: out_tx,
+                pending,
+                next_id: Arc::new(AtomicU64::new(1)),
+                yws: true,
             },
             in_rx,
         ))
@@ -283,6 +324,10 @@ impl Client {
 
     /// Sends an event without an ack.
     pub fn emit(&self, event: &str, args: Vec<Arg>) -> Result<(), ClientError> {
+        if self.yws {
+            let (kind, sub) = yws::event_kind(event)?;
+            return yws::send(&self.out, kind, sub, args);
+        }
         send_packet(&self.out, &self.nsp, PacketKind::Event, Some(event), args)
     }
 
@@ -293,13 +338,27 @@ impl Client {
         args: Vec<Arg>,
         timeout: Duration,
     ) -> Result<Vec<Arg>, ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = if self.yws {
+            // Step 1 is the only request; its answer is the next step 2.
+            if event != "sync-step-1" {
+                return Err(ClientError::Protocol(format!(
+                    "no ack for {event} in y-websocket"
+                )));
+            }
+            yws::STEP_2_WAITER
+        } else {
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        };
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        send_event_with_id(&self.out, &self.nsp, id, event, args)?;
+        if self.yws {
+            yws::send(&self.out, yws::SYNC, Some(yws::STEP_1), args)?;
+        } else {
+            send_event_with_id(&self.out, &self.nsp, id, event, args)?;
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -315,6 +374,10 @@ impl Client {
 
     /// Leaves the namespace and closes the websocket cleanly.
     pub fn close(&self) {
+        if self.yws {
+            let _ = self.out.send(Out::Frame(Message::Close(None)));
+            return;
+        }
         let _ = self.out.send(Out::Frame(Message::text(format!(
             "41{}",
             nsp_prefix(&self.nsp)
@@ -325,6 +388,149 @@ impl Client {
     /// Drops the TCP connection without a goodbye (a killed client).
     pub fn kill(&self) {
         let _ = self.out.send(Out::Kill);
+    }
+}
+
+/// Sends queued frames until the connection goes or [`Out::Kill`].
+fn spawn_writer<S>(mut sink: S, mut out_rx: mpsc::UnboundedReceiver<Out>)
+where
+    S: futures::Sink<Message> + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(o) = out_rx.recv().await {
+            match o {
+                Out::Frame(m) => {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                Out::Packet(frames) => {
+                    let mut ok = true;
+                    for m in frames {
+                        if sink.feed(m).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if !ok || sink.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Out::Kill => break, // dropping the sink and stream drops the TCP connection
+            }
+        }
+        let _ = sink.close().await;
+    });
+}
+
+/// The y-websocket framing (y-protocols) behind [`Client`]'s event API.
+mod yws {
+    use super::*;
+    use yrs::encoding::read::{Cursor, Read};
+    use yrs::encoding::write::Write;
+
+    pub const SYNC: u32 = 0;
+    pub const AWARENESS: u32 = 1;
+    pub const STEP_1: u32 = 0;
+    pub const STEP_2: u32 = 1;
+    pub const UPDATE: u32 = 2;
+    /// The pending-ack slot of a `sync-step-1` request (one at a time).
+    pub const STEP_2_WAITER: u64 = 0;
+
+    pub fn event_kind(event: &str) -> Result<(u32, Option<u32>), ClientError> {
+        match event {
+            "sync-update" => Ok((SYNC, Some(UPDATE))),
+            "sync-step-1" => Ok((SYNC, Some(STEP_1))),
+            "awareness-update" => Ok((AWARENESS, None)),
+            other => Err(ClientError::Protocol(format!("no {other} in y-websocket"))),
+        }
+    }
+
+    pub fn send(
+        out: &mpsc::UnboundedSender<Out>,
+        kind: u32,
+        sub: Option<u32>,
+        args: Vec<Arg>,
+    ) -> Result<(), ClientError> {
+        let Some(Arg::Bin(payload)) = args.into_iter().next() else {
+            return Err(ClientError::Protocol(
+                "y-websocket messages carry one binary".into(),
+            ));
+        };
+        let mut v = Vec::with_capacity(payload.len() + 8);
+        v.write_var(kind);
+        if let Some(sub) = sub {
+            v.write_var(sub);
+        }
+        v.write_buf(&payload);
+        out.send(Out::Frame(Message::Binary(v.into())))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    pub async fn read_loop<S>(
+        stream: &mut S,
+        out: &mpsc::UnboundedSender<Out>,
+        in_tx: &mpsc::UnboundedSender<Incoming>,
+        pending: &Pending,
+    ) -> String
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        loop {
+            let frame = match stream.next().await {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(c))) => {
+                    return c.map_or("closed".into(), |c| format!("closed {}", u16::from(c.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e.to_string(),
+                None => return "closed".into(),
+            };
+            let received = std::time::Instant::now();
+            let mut d = Cursor::new(&frame);
+            let Ok(kind) = d.read_var::<u32>() else {
+                return "bad frame".into();
+            };
+            let (name, sub) = match kind {
+                SYNC => match d.read_var::<u32>() {
+                    Ok(STEP_1) => ("sync-step-1", STEP_1),
+                    Ok(STEP_2) => ("sync-update", STEP_2),
+                    Ok(UPDATE) => ("sync-update", UPDATE),
+                    _ => return "bad sync frame".into(),
+                },
+                AWARENESS => ("awareness-update", 0),
+                _ => continue, // auth, query-awareness: nothing a load client needs
+            };
+            let Ok(payload) = d.read_buf() else {
+                return "bad frame".into();
+            };
+            let payload = Bytes::copy_from_slice(payload);
+            if kind == SYNC && sub == STEP_2 {
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&STEP_2_WAITER);
+                if let Some(w) = waiter {
+                    let _ = w.send(vec![Arg::Bin(payload)]);
+                    continue;
+                }
+            }
+            let ack = (kind == SYNC && sub == STEP_1).then(|| AckReplier {
+                id: 0,
+                out: out.clone(),
+                nsp: Arc::from(""),
+                yws: true,
+            });
+            let ev = Event {
+                name: name.to_owned(),
+                args: vec![Arg::Bin(payload)],
+                ack,
+                received,
+            };
+            if in_tx.send(Incoming::Event(ev)).is_err() {
+                return "receiver dropped".into();
+            }
+        }
     }
 }
 
@@ -554,6 +760,7 @@ fn dispatch(
                 id,
                 out: out.clone(),
                 nsp: nsp.clone(),
+                yws: false,
             });
             let _ = in_tx.send(Incoming::Event(Event {
                 name,

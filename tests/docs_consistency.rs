@@ -260,8 +260,12 @@ fn the_check_catches_drift() {
         assert!(!problems(&mutated, &code).is_empty(), "{what}: not caught");
     }
     // What only the Planned part names is not a claim.
-    let planned = &doc[planned_at..];
-    assert!(planned.contains("/ws/<document-id>"));
+    let with_plan = format!("{doc}\n- Later: `GET /api/sessions/{{id}}/snapshots`, `DISK_FULL`.\n");
+    assert!(
+        problems(&with_plan, &code).is_empty(),
+        "{:?}",
+        problems(&with_plan, &code)
+    );
 }
 
 #[test]

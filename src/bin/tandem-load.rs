@@ -1,4 +1,4 @@
-//! `tandem-load`: a load generator for Tandem (native or y-socket.io dialect)
+//! `tandem-load`: a load generator for Tandem (native, y-socket.io or y-websocket dialect)
 //! and for any y-socket.io server. N sessions × M editing clients replay a
 //! real editing trace at a fixed rate while K observers per session measure
 //! edit-to-peer latency (matched by update content): from the moment an
@@ -31,6 +31,8 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
 enum Dialect {
     Native,
     Ysocketio,
+    /// The y-websocket framing on `/ws/<session>` (`--url` as for the others).
+    Ywebsocket,
 }
 
 /// Load generator for Tandem and y-socket.io servers (loopback only).
@@ -139,6 +141,7 @@ fn namespace(d: Dialect, session: &str) -> String {
     match d {
         Dialect::Native => "/".into(),
         Dialect::Ysocketio => format!("/yjs|{session}"),
+        Dialect::Ywebsocket => session.to_owned(),
     }
 }
 
@@ -147,12 +150,15 @@ async fn connect(
     session: &str,
     user: &str,
 ) -> anyhow::Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Incoming>)> {
-    let auth = a.secret.as_ref().map(|s| {
-        let tok =
-            tandem::auth::Auth::new(s.as_bytes()).issue(user, user, Default::default(), 24 * 3600);
-        json!({ "token": tok })
+    let token = a.secret.as_ref().map(|s| {
+        tandem::auth::Auth::new(s.as_bytes()).issue(user, user, Default::default(), 24 * 3600)
     });
-    let (c, rx) = Client::connect(&a.url, &namespace(a.dialect, session), auth).await?;
+    let (c, rx) = if a.dialect == Dialect::Ywebsocket {
+        Client::connect_ywebsocket(&a.url, session, token.as_deref()).await?
+    } else {
+        let auth = token.map(|tok| json!({ "token": tok }));
+        Client::connect(&a.url, &namespace(a.dialect, session), auth).await?
+    };
     if a.dialect == Dialect::Native {
         let r = c
             .emit_with_ack(
@@ -295,7 +301,7 @@ async fn attach(
         let sv = doc.transact().state_vector().encode_v1();
         let (ev, args) = match a.dialect {
             Dialect::Native => ("yjs-sync-step-1", vec![Arg::json(session), Arg::bin(sv)]),
-            Dialect::Ysocketio => ("sync-step-1", vec![Arg::bin(sv)]),
+            Dialect::Ysocketio | Dialect::Ywebsocket => ("sync-step-1", vec![Arg::bin(sv)]),
         };
         let r = client
             .emit_with_ack(ev, args, Duration::from_secs(10))
@@ -548,7 +554,7 @@ async fn main() -> anyhow::Result<()> {
                     .insert(key(&session, &u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
-                    Dialect::Ysocketio => vec![Arg::bin(u.clone())],
+                    Dialect::Ysocketio | Dialect::Ywebsocket => vec![Arg::bin(u.clone())],
                 };
                 let ev = if dialect == Dialect::Native {
                     "yjs-update"
