@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-web soak fmt lint clean fuzz-smoke
+.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web soak fmt lint clean fuzz-smoke
 
 ## Build the web editor and the server (release), then start it on the embedded SQLite default.
 run: web build
@@ -71,6 +71,10 @@ clean:
 ## Tandem vs the Node y-socket.io server, same workload, one run (see BENCHMARKS.md).
 bench-compare:
 	bash scripts/bench-compare.sh
+
+## Tandem's three dialects vs the npm providers' reference servers, everyday and heavy load, one run.
+bench-dialects:
+	bash scripts/bench-dialects.sh
 
 ## Every cargo-fuzz target for FUZZ_SECS seconds each (not part of `test`; see docs/FUZZING.md).
 FUZZ_SECS ?= 30

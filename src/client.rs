@@ -87,14 +87,14 @@ pub struct AckReplier {
     id: u64,
     out: mpsc::UnboundedSender<Out>,
     nsp: Arc<str>,
-    yws: bool,
+    yws: Option<yws::Framing>,
 }
 
 impl AckReplier {
     pub fn reply(self, args: Vec<Arg>) -> Result<(), ClientError> {
-        if self.yws {
+        if let Some(f) = &self.yws {
             // The only request a y-websocket server makes: sync step 1.
-            return yws::send(&self.out, yws::SYNC, Some(yws::STEP_2), args);
+            return yws::send(&self.out, f, yws::SYNC, Some(yws::STEP_2), args);
         }
         send_packet(&self.out, &self.nsp, PacketKind::Ack(self.id), None, args)
     }
@@ -124,8 +124,9 @@ pub struct Client {
     out: mpsc::UnboundedSender<Out>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
-    /// Speaks the y-websocket framing instead of Socket.IO ([`Client::connect_ywebsocket`]).
-    yws: bool,
+    /// Speaks the y-websocket framing instead of Socket.IO
+    /// ([`Client::connect_ywebsocket`], [`Client::connect_hocuspocus`]).
+    yws: Option<yws::Framing>,
 }
 
 impl std::fmt::Debug for Client {
@@ -253,7 +254,7 @@ impl Client {
                 out: out_tx,
                 pending,
                 next_id: Arc::new(AtomicU64::new(1)),
-                yws: false,
+                yws: None,
             },
             in_rx,
         ))
@@ -272,6 +273,40 @@ impl Client {
         doc_id: &str,
         token: Option<&str>,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        Self::connect_yprotocols(
+            base_url,
+            &format!("/ws/{doc_id}{query}"),
+            doc_id,
+            yws::Framing { prefix: None },
+        )
+        .await
+    }
+
+    /// Connects to a Hocuspocus server (3.x): the y-websocket messages, each
+    /// prefixed with the document name, after an auth message with `token`
+    /// (Hocuspocus queues everything else until it answers). Same API as
+    /// [`connect_ywebsocket`](Self::connect_ywebsocket); its sync-status
+    /// acks are not surfaced.
+    pub async fn connect_hocuspocus(
+        base_url: &str,
+        doc_id: &str,
+        token: &str,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        let framing = yws::Framing {
+            prefix: Some(doc_id.into()),
+        };
+        let (c, rx) = Self::connect_yprotocols(base_url, "/", doc_id, framing.clone()).await?;
+        yws::send_auth(&c.out, &framing, token)?;
+        Ok((c, rx))
+    }
+
+    async fn connect_yprotocols(
+        base_url: &str,
+        path_and_query: &str,
+        doc_id: &str,
+        framing: yws::Framing,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
         let hostport = base_url
             .trim_start_matches("http://")
             .trim_start_matches("ws://")
@@ -279,8 +314,7 @@ impl Client {
             .to_owned();
         let tcp = tokio::net::TcpStream::connect(&hostport).await?;
         tcp.set_nodelay(true)?;
-        let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
-        let url = format!("ws://{hostport}/ws/{doc_id}{query}");
+        let url = format!("ws://{hostport}{path_and_query}");
         let ws = match tokio_tungstenite::client_async(url, tcp).await {
             Ok((ws, _)) => ws,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -296,9 +330,9 @@ impl Client {
         let pending: Pending = Arc::default();
         spawn_writer(sink, out_rx);
         {
-            let (pending, out) = (pending.clone(), out_tx.clone());
+            let (pending, out, framing) = (pending.clone(), out_tx.clone(), framing.clone());
             tokio::spawn(async move {
-                let reason = yws::read_loop(&mut stream, &out, &in_tx, &pending).await;
+                let reason = yws::read_loop(&mut stream, &out, &in_tx, &pending, &framing).await;
                 pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 let _ = in_tx.send(Incoming::Disconnected { reason });
                 let _ = out.send(Out::Kill);
@@ -311,7 +345,7 @@ impl Client {
                 out: out_tx,
                 pending,
                 next_id: Arc::new(AtomicU64::new(1)),
-                yws: true,
+                yws: Some(framing),
             },
             in_rx,
         ))
@@ -324,9 +358,9 @@ impl Client {
 
     /// Sends an event without an ack.
     pub fn emit(&self, event: &str, args: Vec<Arg>) -> Result<(), ClientError> {
-        if self.yws {
+        if let Some(f) = &self.yws {
             let (kind, sub) = yws::event_kind(event)?;
-            return yws::send(&self.out, kind, sub, args);
+            return yws::send(&self.out, f, kind, sub, args);
         }
         send_packet(&self.out, &self.nsp, PacketKind::Event, Some(event), args)
     }
@@ -338,7 +372,7 @@ impl Client {
         args: Vec<Arg>,
         timeout: Duration,
     ) -> Result<Vec<Arg>, ClientError> {
-        let id = if self.yws {
+        let id = if self.yws.is_some() {
             // Step 1 is the only request; its answer is the next step 2.
             if event != "sync-step-1" {
                 return Err(ClientError::Protocol(format!(
@@ -354,8 +388,8 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        if self.yws {
-            yws::send(&self.out, yws::SYNC, Some(yws::STEP_1), args)?;
+        if let Some(f) = &self.yws {
+            yws::send(&self.out, f, yws::SYNC, Some(yws::STEP_1), args)?;
         } else {
             send_event_with_id(&self.out, &self.nsp, id, event, args)?;
         }
@@ -374,7 +408,7 @@ impl Client {
 
     /// Leaves the namespace and closes the websocket cleanly.
     pub fn close(&self) {
-        if self.yws {
+        if self.yws.is_some() {
             let _ = self.out.send(Out::Frame(Message::Close(None)));
             return;
         }
@@ -431,6 +465,9 @@ mod yws {
 
     pub const SYNC: u32 = 0;
     pub const AWARENESS: u32 = 1;
+    pub const AUTH: u32 = 2;
+    /// Hocuspocus: a sync message answering the server's own step 1.
+    pub const SYNC_REPLY: u32 = 4;
     pub const STEP_1: u32 = 0;
     pub const STEP_2: u32 = 1;
     pub const UPDATE: u32 = 2;
@@ -446,8 +483,33 @@ mod yws {
         }
     }
 
+    /// How messages are framed: y-websocket's, or Hocuspocus's (each
+    /// message prefixed with its document's name).
+    #[derive(Debug, Clone)]
+    pub struct Framing {
+        pub prefix: Option<Arc<str>>,
+    }
+
+    /// Hocuspocus' auth message (token), the first thing it waits for.
+    pub fn send_auth(
+        out: &mpsc::UnboundedSender<Out>,
+        f: &Framing,
+        token: &str,
+    ) -> Result<(), ClientError> {
+        let mut v = Vec::with_capacity(token.len() + 32);
+        if let Some(p) = &f.prefix {
+            v.write_string(p);
+        }
+        v.write_var(AUTH);
+        v.write_var(0u32);
+        v.write_string(token);
+        out.send(Out::Frame(Message::Binary(v.into())))
+            .map_err(|_| ClientError::Closed)
+    }
+
     pub fn send(
         out: &mpsc::UnboundedSender<Out>,
+        f: &Framing,
         kind: u32,
         sub: Option<u32>,
         args: Vec<Arg>,
@@ -458,6 +520,9 @@ mod yws {
             ));
         };
         let mut v = Vec::with_capacity(payload.len() + 8);
+        if let Some(p) = &f.prefix {
+            v.write_string(p);
+        }
         v.write_var(kind);
         if let Some(sub) = sub {
             v.write_var(sub);
@@ -472,6 +537,7 @@ mod yws {
         out: &mpsc::UnboundedSender<Out>,
         in_tx: &mpsc::UnboundedSender<Incoming>,
         pending: &Pending,
+        framing: &Framing,
     ) -> String
     where
         S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -488,9 +554,13 @@ mod yws {
             };
             let received = std::time::Instant::now();
             let mut d = Cursor::new(&frame);
+            if framing.prefix.is_some() && d.read_string().is_err() {
+                return "bad frame".into();
+            }
             let Ok(kind) = d.read_var::<u32>() else {
                 return "bad frame".into();
             };
+            let kind = if kind == SYNC_REPLY { SYNC } else { kind };
             let (name, sub) = match kind {
                 SYNC => match d.read_var::<u32>() {
                     Ok(STEP_1) => ("sync-step-1", STEP_1),
@@ -519,7 +589,7 @@ mod yws {
                 id: 0,
                 out: out.clone(),
                 nsp: Arc::from(""),
-                yws: true,
+                yws: Some(framing.clone()),
             });
             let ev = Event {
                 name: name.to_owned(),
@@ -760,7 +830,7 @@ fn dispatch(
                 id,
                 out: out.clone(),
                 nsp: nsp.clone(),
-                yws: false,
+                yws: None,
             });
             let _ = in_tx.send(Incoming::Event(Event {
                 name,

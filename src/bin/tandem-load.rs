@@ -1,5 +1,5 @@
 //! `tandem-load`: a load generator for Tandem (native, y-socket.io or y-websocket dialect)
-//! and for any y-socket.io server. N sessions × M editing clients replay a
+//! and for y-socket.io, y-websocket and Hocuspocus servers. N sessions × M editing clients replay a
 //! real editing trace at a fixed rate while K observers per session measure
 //! edit-to-peer latency (matched by update content): from the moment an
 //! editor hands an update to its client until the update's last frame is read
@@ -33,6 +33,9 @@ enum Dialect {
     Ysocketio,
     /// The y-websocket framing on `/ws/<session>` (`--url` as for the others).
     Ywebsocket,
+    /// A Hocuspocus server (3.x): y-websocket messages prefixed with the
+    /// document name, after an auth message (for comparisons).
+    Hocuspocus,
 }
 
 /// Load generator for Tandem and y-socket.io servers (loopback only).
@@ -141,7 +144,7 @@ fn namespace(d: Dialect, session: &str) -> String {
     match d {
         Dialect::Native => "/".into(),
         Dialect::Ysocketio => format!("/yjs|{session}"),
-        Dialect::Ywebsocket => session.to_owned(),
+        Dialect::Ywebsocket | Dialect::Hocuspocus => session.to_owned(),
     }
 }
 
@@ -155,6 +158,8 @@ async fn connect(
     });
     let (c, rx) = if a.dialect == Dialect::Ywebsocket {
         Client::connect_ywebsocket(&a.url, session, token.as_deref()).await?
+    } else if a.dialect == Dialect::Hocuspocus {
+        Client::connect_hocuspocus(&a.url, session, token.as_deref().unwrap_or("")).await?
     } else {
         let auth = token.map(|tok| json!({ "token": tok }));
         Client::connect(&a.url, &namespace(a.dialect, session), auth).await?
@@ -301,7 +306,9 @@ async fn attach(
         let sv = doc.transact().state_vector().encode_v1();
         let (ev, args) = match a.dialect {
             Dialect::Native => ("yjs-sync-step-1", vec![Arg::json(session), Arg::bin(sv)]),
-            Dialect::Ysocketio | Dialect::Ywebsocket => ("sync-step-1", vec![Arg::bin(sv)]),
+            Dialect::Ysocketio | Dialect::Ywebsocket | Dialect::Hocuspocus => {
+                ("sync-step-1", vec![Arg::bin(sv)])
+            }
         };
         let r = client
             .emit_with_ack(ev, args, Duration::from_secs(10))
@@ -554,7 +561,9 @@ async fn main() -> anyhow::Result<()> {
                     .insert(key(&session, &u), Instant::now());
                 let args = match dialect {
                     Dialect::Native => vec![Arg::json(&session), Arg::bin(u.clone())],
-                    Dialect::Ysocketio | Dialect::Ywebsocket => vec![Arg::bin(u.clone())],
+                    Dialect::Ysocketio | Dialect::Ywebsocket | Dialect::Hocuspocus => {
+                        vec![Arg::bin(u.clone())]
+                    }
                 };
                 let ev = if dialect == Dialect::Native {
                     "yjs-update"

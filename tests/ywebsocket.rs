@@ -1,0 +1,119 @@
+//! The y-websocket dialect through the project's own client
+//! (`Client::connect_ywebsocket`, what `tandem-load --dialect ywebsocket`
+//! uses) against the real server, on every backend: a refusal before the
+//! upgrade carries the HTTP status, the server's step 1 is answered, updates
+//! reach a native client and a second y-websocket client, and the document
+//! survives a restart. (The npm provider is tested in tests/node.)
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestServer, backends};
+use tandem::client::{Arg, Client, ClientError, Incoming};
+use tandem::model::Role;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, Text, Transact, Update};
+
+async fn next_update(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Incoming>) -> Bytes {
+    loop {
+        let inc = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an update within 5 s")
+            .expect("connection open");
+        if let Incoming::Event(ev) = inc {
+            if ev.name == "sync-step-1" {
+                if let Some(ack) = ev.ack {
+                    ack.reply(vec![Arg::bin(vec![0u8, 0])]).unwrap();
+                }
+                continue;
+            }
+            if ev.name == "sync-update" {
+                return ev.args[0].as_bin().unwrap().clone();
+            }
+        }
+    }
+}
+
+fn edit(doc: &Doc, at: u32, s: &str) -> Bytes {
+    let text = doc.get_or_insert_text("monaco");
+    let mut txn = doc.transact_mut();
+    text.insert(&mut txn, at, s);
+    Bytes::from(txn.encode_update_v1())
+}
+
+#[tokio::test]
+async fn the_project_client_speaks_y_websocket() {
+    for backend in backends() {
+        let srv = TestServer::start(backend, |c| c.on_demand_sessions = true).await;
+        let sid = "yws-client";
+
+        // Refused before the upgrade: the status comes back.
+        match Client::connect_ywebsocket(&srv.url, sid, Some("garbage")).await {
+            Err(ClientError::ConnectRefused { message }) => assert_eq!(message, "401"),
+            other => panic!("expected a 401 refusal, got {other:?}"),
+        }
+        match Client::connect_ywebsocket(&srv.url, "bad%20id", Some(&srv.token("a", &[]))).await {
+            Err(ClientError::ConnectRefused { message }) => assert_eq!(message, "400"),
+            other => panic!("expected a 400 refusal, got {other:?}"),
+        }
+
+        let token = srv.token("alice", &[(sid, Role::Editor)]);
+        let (a, mut arx) = Client::connect_ywebsocket(&srv.url, sid, Some(&token))
+            .await
+            .unwrap();
+        let (b, mut brx) = Client::connect_ywebsocket(&srv.url, sid, Some(&token))
+            .await
+            .unwrap();
+        // Step 1 with an ack: the server answers with its step 2.
+        let diff = a
+            .emit_with_ack(
+                "sync-step-1",
+                vec![Arg::bin(vec![0u8])],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert!(diff[0].as_bin().is_some());
+
+        let doc = Doc::new();
+        a.emit("sync-update", vec![Arg::bin(edit(&doc, 0, "hello"))])
+            .unwrap();
+        let got = next_update(&mut brx).await;
+        let peer = Doc::new();
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(&got).unwrap())
+            .unwrap();
+        assert_eq!(
+            peer.get_or_insert_text("monaco")
+                .get_string(&peer.transact()),
+            "hello"
+        );
+
+        b.emit("sync-update", vec![Arg::bin(edit(&peer, 5, " world"))])
+            .unwrap();
+        let back = next_update(&mut arx).await;
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&back).unwrap())
+            .unwrap();
+        assert_eq!(
+            doc.get_or_insert_text("monaco").get_string(&doc.transact()),
+            "hello world"
+        );
+
+        let text = reqwest::Client::new()
+            .get(format!("{}/api/sessions/{sid}/text", srv.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(text, "hello world", "{backend:?}");
+        a.close();
+        b.close();
+        srv.stop().await.unwrap();
+    }
+}
