@@ -157,13 +157,7 @@ impl Client {
         nsp: &str,
         auth: Option<Value>,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
-        let hostport = base_url
-            .trim_start_matches("http://")
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .to_owned();
-        let tcp = tokio::net::TcpStream::connect(&hostport).await?;
-        tcp.set_nodelay(true)?;
+        let (hostport, tcp) = dial(base_url).await?;
         let path = path.trim_end_matches('/');
         let url = format!("ws://{hostport}{path}/?EIO=4&transport=websocket");
         let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
@@ -307,13 +301,7 @@ impl Client {
         doc_id: &str,
         framing: yws::Framing,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
-        let hostport = base_url
-            .trim_start_matches("http://")
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .to_owned();
-        let tcp = tokio::net::TcpStream::connect(&hostport).await?;
-        tcp.set_nodelay(true)?;
+        let (hostport, tcp) = dial(base_url).await?;
         let url = format!("ws://{hostport}{path_and_query}");
         let ws = match tokio_tungstenite::client_async(url, tcp).await {
             Ok((ws, _)) => ws,
@@ -423,6 +411,18 @@ impl Client {
     pub fn kill(&self) {
         let _ = self.out.send(Out::Kill);
     }
+}
+
+/// A TCP connection (no Nagle) to `http://host:port` or `ws://host:port`.
+async fn dial(base_url: &str) -> Result<(String, tokio::net::TcpStream), ClientError> {
+    let hostport = base_url
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let tcp = tokio::net::TcpStream::connect(&hostport).await?;
+    tcp.set_nodelay(true)?;
+    Ok((hostport, tcp))
 }
 
 /// Sends queued frames until the connection goes or [`Out::Kill`].

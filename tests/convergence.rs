@@ -120,7 +120,7 @@ fn an_update_with_a_skip_leaves_no_hole_in_the_server_document() {
     // The structs after the skip wait for u2: nothing is relayed yet.
     let mut relayed: Vec<Bytes> = Vec::new();
     let applied = server
-        .apply_update_relaying(&state_with_skip(), &limits, &mut |b, _| {
+        .apply_update_relaying(&state_with_skip(), &limits, None, &mut |b, _| {
             relayed.push(b.clone())
         })
         .unwrap();
@@ -136,7 +136,7 @@ fn an_update_with_a_skip_leaves_no_hole_in_the_server_document() {
     assert_peer_at_server(&server, &doc_with(&[&u1]));
     // u2 arrives: u3 goes in after it, and is relayed after it.
     server
-        .apply_update_relaying(&u2, &limits, &mut |b, _| relayed.push(b.clone()))
+        .apply_update_relaying(&u2, &limits, None, &mut |b, _| relayed.push(b.clone()))
         .unwrap();
     assert_eq!(server.text(), want);
     let peer = doc_with(&[&u1]);

@@ -74,6 +74,29 @@ fn m<T>(r: Result<T, yrs::encoding::read::Error>) -> R<T> {
     r.map_err(|_| Refused::Malformed)
 }
 
+/// Skips an item's origins, or its parent (and parent key) when it has
+/// neither origin, up to its content.
+fn skip_item_header(c: &mut Cursor<'_>, info: u8) -> R<()> {
+    if info & HAS_ORIGIN != 0 {
+        skip_id(c)?;
+    }
+    if info & HAS_RIGHT_ORIGIN != 0 {
+        skip_id(c)?;
+    }
+    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+        let named: u32 = m(c.read_var())?;
+        if named == 1 {
+            m(c.read_string())?;
+        } else {
+            skip_id(c)?;
+        }
+        if info & HAS_PARENT_SUB != 0 {
+            m(c.read_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Walks the struct section of a v1 update (see the module doc).
 pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
     let mut c = Cursor::new(bytes);
@@ -88,23 +111,7 @@ pub fn inspect_update(bytes: &[u8]) -> R<Inspection> {
             let len = match m(c.read_u8())? {
                 SKIP | GC => m(c.read_var::<u32>())?,
                 info => {
-                    if info & HAS_ORIGIN != 0 {
-                        skip_id(&mut c)?;
-                    }
-                    if info & HAS_RIGHT_ORIGIN != 0 {
-                        skip_id(&mut c)?;
-                    }
-                    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-                        let named: u32 = m(c.read_var())?;
-                        if named == 1 {
-                            m(c.read_string())?;
-                        } else {
-                            skip_id(&mut c)?;
-                        }
-                        if info & HAS_PARENT_SUB != 0 {
-                            m(c.read_string())?;
-                        }
-                    }
+                    skip_item_header(&mut c, info)?;
                     let len = content(&mut c, info & 0b1111)?;
                     if info & 0b1111 == TYPE {
                         out.nested_types.push((client, clock));
@@ -209,23 +216,7 @@ pub fn split_at_skips(bytes: &[u8]) -> R<Option<SkipSplit>> {
                 }
                 GC => m(c.read_var::<u32>())?,
                 info => {
-                    if info & HAS_ORIGIN != 0 {
-                        skip_id(&mut c)?;
-                    }
-                    if info & HAS_RIGHT_ORIGIN != 0 {
-                        skip_id(&mut c)?;
-                    }
-                    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-                        let named: u32 = m(c.read_var())?;
-                        if named == 1 {
-                            m(c.read_string())?;
-                        } else {
-                            skip_id(&mut c)?;
-                        }
-                        if info & HAS_PARENT_SUB != 0 {
-                            m(c.read_string())?;
-                        }
-                    }
+                    skip_item_header(&mut c, info)?;
                     content(&mut c, info & 0b1111)?
                 }
             };

@@ -274,13 +274,13 @@ impl DocManager {
         // relayed when it is applied, not when it comes (a yrs peer would
         // integrate it with a hole in its clocks).
         let fanout = self.fanout.get();
-        let mut relay = |b: &Bytes, own: bool| {
+        let mut relay = |b: &Bytes, except: Option<&str>| {
             if let Some(f) = fanout {
-                f.doc_update(&doc.id, b, if own { origin } else { None });
+                f.doc_update(&doc.id, b, except);
             }
         };
         let (applied, update, failure) =
-            match doc.apply_update_relaying(&update, &self.cfg.limits, &mut relay)? {
+            match doc.apply_update_relaying(&update, &self.cfg.limits, origin, &mut relay)? {
                 Applied::Partial { effective, error } => (Applied::Changed, effective, Some(error)),
                 // Held back until its predecessors arrive: durable now, like
                 // any change, and relayed once applied.

@@ -93,6 +93,8 @@ const MAX_PARKED_BYTES: usize = 8 << 20;
 struct ParkedUpdate {
     bytes: Bytes,
     ranges: Vec<(u64, u32, u32)>,
+    /// The connection it came from: not echoed back to it when released.
+    origin: Option<Arc<str>>,
 }
 
 /// Checks an untrusted update before yrs decodes it, then decodes it.
@@ -323,15 +325,16 @@ impl SessionDoc {
     /// be relayed (a peer may have missed the update that brought it, which
     /// was not sent back to its own origin), but not logged again.
     pub fn apply_update(&self, bytes: &[u8], limits: &Limits) -> Result<Applied, Error> {
-        self.apply_update_relaying(bytes, limits, &mut |_, _| {})
+        self.apply_update_relaying(bytes, limits, None, &mut |_, _| {})
     }
 
     /// [`apply_update`](Self::apply_update), handing `relay` what peers must
     /// receive, in the order the document integrated it and under the
     /// document's lock (so two concurrent updates reach peers in that order
-    /// too): the update itself (`true`: its sender has it) when it was
-    /// integrated or already known, what yrs integrated of a `Partial` one,
-    /// and every parked update this one released (`false`: relay to all).
+    /// too), each with the connection not to send it to (its sender): the
+    /// update itself when it was integrated or already known, what yrs
+    /// integrated of a `Partial` one, and every parked update this one
+    /// released (not echoed to the connection that sent it either).
     /// A parked update is relayed only once it is integrated: a yrs peer
     /// handed structs past a gap would integrate them with a hole (see
     /// [`split_at_skips`](super::inspect::split_at_skips)).
@@ -339,7 +342,8 @@ impl SessionDoc {
         &self,
         bytes: &[u8],
         limits: &Limits,
-        relay: &mut dyn FnMut(&Bytes, bool),
+        origin: Option<&str>,
+        relay: &mut dyn FnMut(&Bytes, Option<&str>),
     ) -> Result<Applied, Error> {
         limits.check_update_size(bytes.len())?;
         let (update, inspection) = decode_checked(bytes)?;
@@ -377,7 +381,7 @@ impl SessionDoc {
             return Err(too_many_nested_types(limits.max_nested_types));
         }
         let Some(split) = split else {
-            return self.apply_piece(&mut inner, bytes, update, inspection, relay);
+            return self.apply_piece(&mut inner, bytes, update, inspection, origin, relay);
         };
         let tails: Vec<ParkedUpdate> = split
             .tails
@@ -387,6 +391,7 @@ impl SessionDoc {
                 Some(ParkedUpdate {
                     bytes: Bytes::from(t),
                     ranges,
+                    origin: origin.map(Arc::from),
                 })
             })
             .collect();
@@ -404,7 +409,14 @@ impl SessionDoc {
         let head_applied = if head.is_empty() {
             Applied::Known
         } else {
-            self.apply_piece(&mut inner, &split.head, head, head_inspection, relay)?
+            self.apply_piece(
+                &mut inner,
+                &split.head,
+                head,
+                head_inspection,
+                origin,
+                relay,
+            )?
         };
         // Whatever the head did, the tails may go now (the document may
         // hold the skipped clocks already).
@@ -425,7 +437,8 @@ impl SessionDoc {
         bytes: &[u8],
         update: Update,
         inspection: super::inspect::Inspection,
-        relay: &mut dyn FnMut(&Bytes, bool),
+        origin: Option<&str>,
+        relay: &mut dyn FnMut(&Bytes, Option<&str>),
     ) -> Result<Applied, Error> {
         let nested = inspection.nested_types;
         // One state vector serves the whole update: every write to the
@@ -442,6 +455,7 @@ impl SessionDoc {
             inner.parked.push(ParkedUpdate {
                 bytes: Bytes::copy_from_slice(bytes),
                 ranges: inspection.clock_ranges,
+                origin: origin.map(Arc::from),
             });
             inner.life.approx_size += bytes.len();
             return Ok(Applied::Parked);
@@ -489,14 +503,14 @@ impl SessionDoc {
             return match failure {
                 Some((error, _)) => Err(error),
                 None => {
-                    relay(&Bytes::copy_from_slice(bytes), true);
+                    relay(&Bytes::copy_from_slice(bytes), origin);
                     Ok(Applied::Known)
                 }
             };
         }
         match &failure {
-            Some((_, Some(effective))) => relay(effective, true),
-            _ => relay(&Bytes::copy_from_slice(bytes), true),
+            Some((_, Some(effective))) => relay(effective, origin),
+            _ => relay(&Bytes::copy_from_slice(bytes), origin),
         }
         let now = Instant::now();
         let life = &mut inner.life;
@@ -515,7 +529,7 @@ impl SessionDoc {
     /// Applies every parked update whose predecessors have arrived, until
     /// none is left that can go; each is relayed as it is integrated (they
     /// were logged when they came). Returns whether any was applied.
-    fn drain_parked(&self, inner: &mut Inner, relay: &mut dyn FnMut(&Bytes, bool)) -> bool {
+    fn drain_parked(&self, inner: &mut Inner, relay: &mut dyn FnMut(&Bytes, Option<&str>)) -> bool {
         let mut any = false;
         while !inner.parked.is_empty() {
             let sv = self.doc.transact().state_vector();
@@ -535,7 +549,7 @@ impl SessionDoc {
             let applied = std::panic::catch_unwind(AssertUnwindSafe(|| txn.apply_update(update)));
             drop(txn);
             if matches!(applied, Ok(Ok(()))) {
-                relay(&p.bytes, false);
+                relay(&p.bytes, p.origin.as_deref());
             } else {
                 tracing::warn!(session_id = %self.id, "a parked update did not apply");
             }
