@@ -9,7 +9,10 @@
 # alternate within each round. Prints every JSON summary, then a Markdown
 # table: deliveries/s, server CPU per delivery, p50/p99 edit-to-peer latency.
 # Usage: scripts/bench-dialects.sh [seconds per run]   (loopback only)
-#   RATES="50 400" (default), ROUNDS=2 (default), SERVERS="..." narrow a run.
+#   RATES="50 400" (default), ROUNDS=2 (default), SERVERS="..." narrow a run;
+#   TANDEM_FLAGS="--update-log false" passes flags to Tandem's server;
+#   IDLE="5000" also measures each server's RSS with that many idle clients
+#   (100 sessions) and prints idle connections per GiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -32,7 +35,7 @@ start() { # server -> PID, PORT, DIALECT
       PORT=3100; DIALECT=${1#tandem-}
       ./target/release/tandem serve --bind 127.0.0.1:$PORT --max-connections-per-ip 0 --data-dir "$WORK/data" \
         --database-url "sqlite://$WORK/data/tandem.db" --on-demand-sessions --anonymous editor \
-        --updates-per-second 5000 --update-burst 10000 >"$WORK/log" 2>&1 & ;;
+        --updates-per-second 5000 --update-burst 10000 ${TANDEM_FLAGS:-} >"$WORK/log" 2>&1 & ;;
     node-ysocketio)
       PORT=3200; DIALECT=ysocketio
       PORT=$PORT PERSIST_DIR="$WORK/data" node benches/ysocketio-server/server.mjs >"$WORK/log" 2>&1 & ;;
@@ -61,14 +64,28 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+for n in ${IDLE:-}; do
+  for s in $SERVERS; do
+    start "$s"
+    r=$("$LOAD" --url "http://127.0.0.1:$PORT" --dialect "$DIALECT" --sessions 100 --idle "$n" --server-pid "$PID" \
+      --session-prefix idle 2>/dev/null || true)
+    stop
+    echo "$s idle $r" | tee -a "$OUT"
+  done
+done
+
 python3 - "$OUT" <<'PY'
 import json, sys, collections
 rows = collections.defaultdict(list)
+idle = []
 for line in open(sys.argv[1]):
     server, rate, js = line.split(' ', 2)
     try:
         d = json.loads(js)
     except ValueError:
+        continue
+    if rate == 'idle':
+        idle.append((server, d))
         continue
     rows[(int(rate), server)].append(d)
 print('\n| rate/editor | server | deliveries/s | server CPU per delivery (µs) | p50 (ms) | p99 (ms) | converged |')
@@ -79,4 +96,11 @@ for (rate, server), ds in sorted(rows.items()):
     print(f"| {rate} | {server} | {fmt([d['deliveries_per_sec'] for d in ds])} | {fmt(per)} | "
           f"{fmt([d['latency_ms']['p50'] for d in ds])} | {fmt([d['latency_ms']['p99'] for d in ds])} | "
           f"{all(d['converged'] for d in ds)} |")
+if idle:
+    print('\n| server | idle clients | RSS before → after (MiB) | KiB per client | clients per GiB |')
+    print('|---|---|---|---|---|')
+    for server, d in idle:
+        before, after, n = d['server_rss_kib_before'], d['server_rss_kib_after'], d['idle_clients']
+        per = (after - before) / n
+        print(f"| {server} | {n} | {before/1024:.1f} → {after/1024:.1f} | {per:.1f} | {1024*1024/per:,.0f} |")
 PY
