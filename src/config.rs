@@ -162,8 +162,12 @@ pub struct Config {
     pub log_batch_rows: usize,
 
     /// How long the log writer waits for more updates before committing a
-    /// batch, in milliseconds (0 = commit whatever is queued at once).
-    #[arg(long, env = "TANDEM_LOG_BATCH_DELAY_MS", default_value_t = 2)]
+    /// batch, in milliseconds (0 = commit whatever is queued at once). Relays
+    /// to peers never wait for it; acks (and GET text) do. Each commit costs
+    /// an fsync: at everyday load 2 ms meant about one commit per update,
+    /// and 10 ms cuts the server's CPU per delivery by a third
+    /// (BENCHMARKS.md, "Three dialects").
+    #[arg(long, env = "TANDEM_LOG_BATCH_DELAY_MS", default_value_t = 10)]
     pub log_batch_delay_ms: u64,
 
     /// Append every accepted update to the durable log. Turning this off
