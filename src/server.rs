@@ -268,6 +268,8 @@ pub struct App {
     pub io: SocketIo,
     pub manager: Arc<DocManager>,
     pub config: Arc<Config>,
+    /// The y-websocket dialect's connections (closed at shutdown).
+    pub ywebsocket: Arc<protocol::ywebsocket::Rooms>,
 }
 
 /// Opens the store and wires core, both dialects and HTTP into one router.
@@ -325,6 +327,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         io,
         manager,
         config,
+        ywebsocket: app.ywebsocket.clone(),
     })
 }
 
@@ -343,6 +346,7 @@ pub async fn run(
         io,
         manager,
         config,
+        ywebsocket,
     } = build_app(config).await?;
     let token = CancellationToken::new();
     let maintenance = tokio::spawn(
@@ -357,6 +361,7 @@ pub async fn run(
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             token.cancel();
+            ywebsocket.close_all();
             io.close().await;
         });
     }

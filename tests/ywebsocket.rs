@@ -117,3 +117,30 @@ async fn the_project_client_speaks_y_websocket() {
         srv.stop().await.unwrap();
     }
 }
+
+/// A graceful shutdown closes y-websocket connections at once with 1001
+/// (before, they held the shutdown for its 10 s grace period, and their
+/// leaving then panicked in the fan-out: the Socket.IO namespaces were gone).
+#[tokio::test]
+async fn shutdown_closes_y_websocket_connections_with_1001() {
+    let srv = TestServer::start(common::Backend::Sqlite, |c| c.on_demand_sessions = true).await;
+    let token = srv.token("alice", &[("bye", Role::Editor)]);
+    let (_c, mut rx) = Client::connect_ywebsocket(&srv.url, "bye", Some(&token))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    srv.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Incoming::Disconnected { reason })) => break reason,
+            Ok(Some(_)) => continue,
+            other => panic!("no disconnect: {other:?}"),
+        }
+    };
+    assert_eq!(reason, "closed 1001");
+}

@@ -76,7 +76,12 @@ impl Hub {
     }
 
     fn native_sockets(&self, session_id: &str) -> Vec<SocketRef> {
-        self.io.to(room(session_id)).sockets()
+        // `io.to` panics once the namespaces are gone (shutdown), and
+        // connections of the other dialects may still leave after that.
+        self.io
+            .of("/")
+            .map(|ns| ns.to(room(session_id)).sockets())
+            .unwrap_or_default()
     }
 
     fn ysocketio_sockets(&self, session_id: &str) -> Vec<SocketRef> {

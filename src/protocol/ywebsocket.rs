@@ -43,6 +43,7 @@ const SYNC_STEP_2: u32 = 1;
 const SYNC_UPDATE: u32 = 2;
 
 /// Close codes (PROTOCOL.md).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_INVALID: u16 = 1007;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
@@ -177,6 +178,15 @@ impl Rooms {
         for (id, c) in room {
             if conns.iter().any(|r| **r == *id) {
                 c.closer.close(CLOSE_REVOKED);
+            }
+        }
+    }
+
+    /// Closes every connection (1001, the server is shutting down).
+    pub fn close_all(&self) {
+        for room in lock(&self.docs).values() {
+            for c in room.values() {
+                c.closer.close(CLOSE_GOING_AWAY);
             }
         }
     }
@@ -355,6 +365,7 @@ fn close_reason(code: u16) -> &'static str {
         CLOSE_SLOW_CONSUMER => "slow consumer",
         CLOSE_REVOKED => "FORBIDDEN",
         CLOSE_DELETED => "deleted",
+        CLOSE_GOING_AWAY => "server shutting down",
         _ => "INTERNAL",
     }
 }
