@@ -22,7 +22,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
@@ -315,7 +314,9 @@ async fn serve(
     }
 
     let denied = AtomicBool::new(false);
-    let (mut sink, mut stream) = socket.split();
+    // One task reads and writes the socket (no split: reading is
+    // cancel-safe, and a frame is handled before the next is read anyway).
+    let mut socket = socket;
     let close_code = loop {
         tokio::select! {
             biased;
@@ -324,15 +325,17 @@ async fn serve(
             }
             out = rx.recv() => match out {
                 Some(frame) => {
-                    if sink.send(Message::Binary(frame)).await.is_err() {
+                    if socket.send(Message::Binary(frame)).await.is_err() {
                         break 0;
                     }
                 }
                 None => break 0,
             },
-            msg = stream.next() => match msg {
+            msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => {
-                    if let Err(code) = handle(&peer, &st, &conn, &presence, b, &denied).await {
+                    // Boxed: the update path's future is large, and inline it
+                    // would size every idle connection's task for it.
+                    if let Err(code) = Box::pin(handle(&peer, &st, &conn, &presence, b, &denied)).await {
                         break code;
                     }
                 }
@@ -348,14 +351,13 @@ async fn serve(
     crate::telemetry::connection_closed("ywebsocket");
     if close_code != 0 {
         tracing::debug!(conn = %id, code = close_code, "closing y-websocket connection");
-        let _ = sink
+        let _ = socket
             .send(Message::Close(Some(CloseFrame {
                 code: close_code,
                 reason: close_reason(close_code).into(),
             })))
             .await;
     }
-    let _ = sink.close().await;
 }
 
 fn close_reason(code: u16) -> &'static str {
