@@ -144,3 +144,74 @@ async fn shutdown_closes_y_websocket_connections_with_1001() {
     };
     assert_eq!(reason, "closed 1001");
 }
+
+/// A y-websocket client that stops reading is closed as a slow consumer
+/// once `--socket-buffer` frames wait for it; the sender is unaffected.
+#[tokio::test]
+async fn a_y_websocket_client_that_never_reads_is_closed() {
+    let srv = TestServer::start(common::Backend::Sqlite, |c| {
+        c.on_demand_sessions = true;
+        c.socket_buffer = 16;
+        c.updates_per_second = 10_000;
+        c.update_burst = 10_000;
+    })
+    .await;
+    let token = srv.token("alice", &[("slow", Role::Editor)]);
+    // A raw WebSocket that never reads a frame.
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let (_stalled, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws/slow?token={token}", srv.addr), tcp)
+            .await
+            .unwrap();
+    let (sender, mut srx) = Client::connect_ywebsocket(&srv.url, "slow", Some(&token))
+        .await
+        .unwrap();
+    let drain = tokio::spawn(async move {
+        while let Some(i) = srx.recv().await {
+            if let Incoming::Disconnected { reason } = i {
+                eprintln!("sender disconnected: {reason}");
+            }
+        }
+    });
+    let doc = Doc::new();
+    let chunk = "x".repeat(40_000);
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", srv.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("tandem_slow_consumers_disconnected_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = metrics().await;
+    for i in 0..250u32 {
+        sender
+            .emit("sync-update", vec![Arg::bin(edit(&doc, i, &chunk))])
+            .unwrap();
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while metrics().await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled client was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sender is still served: its step 1 is answered.
+    sender
+        .emit_with_ack(
+            "sync-step-1",
+            vec![Arg::bin(vec![0u8])],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    drain.abort();
+}

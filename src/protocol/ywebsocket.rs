@@ -22,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 
@@ -66,29 +66,56 @@ pub struct Rooms {
 /// One document's connections by connection id.
 type Room = HashMap<Arc<str>, Conn>;
 
-/// What the fan-out needs of a connection: its queue and its closer.
+/// What the fan-out needs of a connection: a handle on its [`Outbox`].
 #[derive(Clone)]
 struct Conn {
-    tx: mpsc::Sender<Bytes>,
-    closer: Arc<Closer>,
+    out: Arc<Outbox>,
 }
 
-/// Asks a connection's task to close with a code (the first code wins).
-#[derive(Default)]
-struct Closer {
+/// A connection's outbound frames and its close request, behind one wake-up.
+/// A plain deque instead of a channel: an idle connection holds no buffer
+/// (a bounded tokio channel allocates a block of slots up front, ≈ 1.5 KiB).
+struct Outbox {
+    frames: std::sync::Mutex<std::collections::VecDeque<Bytes>>,
+    /// Most frames queued before the connection is a slow consumer.
+    limit: usize,
+    /// 0 while open; the close code once a close was asked for (first wins).
     code: AtomicU16,
-    notify: Notify,
+    wake: Notify,
 }
 
-impl Closer {
+impl Outbox {
+    fn new(limit: usize) -> Self {
+        Self {
+            frames: Default::default(),
+            limit,
+            code: AtomicU16::new(0),
+            wake: Notify::new(),
+        }
+    }
+
     fn close(&self, code: u16) {
         if self
             .code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.wake.notify_one();
         }
+    }
+
+    fn closing(&self) -> u16 {
+        self.code.load(Ordering::Acquire)
+    }
+
+    /// The next queued frame; gives back the memory of a drained burst.
+    fn pop(&self) -> Option<Bytes> {
+        let mut q = lock(&self.frames);
+        let f = q.pop_front();
+        if q.is_empty() && q.capacity() > 16 {
+            q.shrink_to_fit();
+        }
+        f
     }
 }
 
@@ -96,15 +123,22 @@ impl Conn {
     /// Queues a frame; a full queue closes the connection as a slow consumer
     /// (it reconnects and resyncs) instead of skipping the frame.
     fn send(&self, frame: Bytes) {
-        match self.tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("y-websocket queue full; closing slow consumer");
-                metrics::counter!("tandem_slow_consumers_disconnected_total").increment(1);
-                self.closer.close(CLOSE_SLOW_CONSUMER);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let out = &self.out;
+        if out.closing() != 0 {
+            return;
         }
+        {
+            let mut q = lock(&out.frames);
+            if q.len() < out.limit {
+                q.push_back(frame);
+                drop(q);
+                out.wake.notify_one();
+                return;
+            }
+        }
+        tracing::warn!("y-websocket queue full; closing slow consumer");
+        metrics::counter!("tandem_slow_consumers_disconnected_total").increment(1);
+        out.close(CLOSE_SLOW_CONSUMER);
     }
 }
 
@@ -167,7 +201,7 @@ impl Rooms {
     /// Closes every connection of a deleted document (4404).
     pub fn close_document(&self, doc: &str) {
         for c in self.conns(doc, None) {
-            c.closer.close(CLOSE_DELETED);
+            c.out.close(CLOSE_DELETED);
         }
     }
 
@@ -176,7 +210,7 @@ impl Rooms {
         let room = lock(&self.docs).get(doc).cloned().unwrap_or_default();
         for (id, c) in room {
             if conns.iter().any(|r| **r == *id) {
-                c.closer.close(CLOSE_REVOKED);
+                c.out.close(CLOSE_REVOKED);
             }
         }
     }
@@ -185,7 +219,7 @@ impl Rooms {
     pub fn close_all(&self) {
         for room in lock(&self.docs).values() {
             for c in room.values() {
-                c.closer.close(CLOSE_GOING_AWAY);
+                c.out.close(CLOSE_GOING_AWAY);
             }
         }
     }
@@ -233,7 +267,7 @@ async fn upgrade(
             let limit = st.config.max_update_bytes.saturating_mul(4) + (64 << 10);
             ws.max_message_size(limit)
                 .max_frame_size(limit)
-                .read_buffer_size(1024)
+                .read_buffer_size(256)
                 .on_upgrade(move |socket| serve(socket, st, conn, role, lease))
         }
         Err(e) => {
@@ -274,7 +308,7 @@ impl Peer for YwsPeer {
     }
 
     fn connected(&self) -> bool {
-        !self.conn.tx.is_closed() && self.conn.closer.code.load(Ordering::Acquire) == 0
+        self.conn.out.closing() == 0
     }
 
     fn request_diff(&self, _st: &AppState, _conn: &Arc<ConnState>, doc: &DocLease) {
@@ -292,13 +326,10 @@ async fn serve(
     lease: DocLease,
 ) {
     let id: Arc<str> = format!("yws-{}", uuid::Uuid::new_v4().simple()).into();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(st.config.socket_buffer.max(16));
+    let out = Arc::new(Outbox::new(st.config.socket_buffer.max(16)));
     let peer = YwsPeer {
         id: id.clone(),
-        conn: Conn {
-            tx,
-            closer: Arc::default(),
-        },
+        conn: Conn { out: out.clone() },
     };
     let doc_id = lease.id.clone();
     let presence = Presence::join(&st, lease, &id, conn.user.clone(), role);
@@ -317,25 +348,29 @@ async fn serve(
     // One task reads and writes the socket (no split: reading is
     // cancel-safe, and a frame is handled before the next is read anyway).
     let mut socket = socket;
-    let close_code = loop {
+    let close_code = 'conn: loop {
+        // Everything queued goes out first; a close request ends it.
+        while let Some(frame) = out.pop() {
+            if out.closing() != 0 {
+                break;
+            }
+            if socket.send(Message::Binary(frame)).await.is_err() {
+                break 'conn 0;
+            }
+        }
+        if out.closing() != 0 {
+            break out.closing();
+        }
         tokio::select! {
             biased;
-            _ = peer.conn.closer.notify.notified() => {
-                break peer.conn.closer.code.load(Ordering::Acquire);
-            }
-            out = rx.recv() => match out {
-                Some(frame) => {
-                    if socket.send(Message::Binary(frame)).await.is_err() {
-                        break 0;
-                    }
-                }
-                None => break 0,
-            },
+            _ = out.wake.notified() => {}
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     // Boxed: the update path's future is large, and inline it
                     // would size every idle connection's task for it.
-                    if let Err(code) = Box::pin(handle(&peer, &st, &conn, &presence, b, &denied)).await {
+                    if let Err(code) =
+                        Box::pin(handle(&peer, &st, &conn, &presence, b, &denied)).await
+                    {
                         break code;
                     }
                 }
