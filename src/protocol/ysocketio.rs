@@ -158,10 +158,11 @@ fn foreign_query_key(query: Option<&str>) -> Option<&str> {
         .find(|k| !k.is_empty() && !ENGINE_IO.contains(k))
 }
 
-fn ctx(s: &SocketRef) -> Arc<YSocket> {
-    s.extensions
-        .get::<Arc<YSocket>>()
-        .expect("set by the connect middleware")
+/// The socket's state: set by the connect middleware, removed by the
+/// disconnect handler. An event still in flight when the socket
+/// disconnects finds none and is dropped (it used to panic here).
+fn ctx(s: &SocketRef) -> Option<Arc<YSocket>> {
+    s.extensions.get::<Arc<YSocket>>()
 }
 
 /// Closes document `doc_id` (a deleted session or file): each socket on its
@@ -215,7 +216,7 @@ async fn refuse_empty_room() -> Result<(), Refusal> {
 
 /// After CONNECT: the server's sync step 1 and everyone's presence, as y-socket.io does.
 async fn on_connect(s: SocketRef, State(st): State<AppState>) {
-    let c = ctx(&s);
+    let Some(c) = ctx(&s) else { return };
     // Connected: no longer in flight.
     lock(&c.pending).take();
     crate::telemetry::connection_opened("ysocketio");
@@ -234,20 +235,25 @@ async fn on_connect(s: SocketRef, State(st): State<AppState>) {
 fn register_handlers(s: &SocketRef) {
     s.on(
         "sync-step-1",
-        async |s: SocketRef, TryData(sv): TryData<Bytes>, ack: AckSender| match sv
-            .map_err(|_| Error::new(ErrorCode::InvalidPayload, "expected a binary state vector"))
-            .and_then(|sv| ctx(&s).doc.diff(&sv))
-        {
-            Ok(diff) => {
-                let _ = ack.send(&diff);
+        async |s: SocketRef, TryData(sv): TryData<Bytes>, ack: AckSender| {
+            let Some(c) = ctx(&s) else { return };
+            match sv
+                .map_err(|_| {
+                    Error::new(ErrorCode::InvalidPayload, "expected a binary state vector")
+                })
+                .and_then(|sv| c.doc.diff(&sv))
+            {
+                Ok(diff) => {
+                    let _ = ack.send(&diff);
+                }
+                Err(e) => emit_or_kick(&s, "error", &e.with_doc(session_id_of(s.ns()))),
             }
-            Err(e) => emit_or_kick(&s, "error", &e.with_doc(session_id_of(s.ns()))),
         },
     );
     s.on(
         "sync-update",
         async |s: SocketRef, TryData(u): TryData<Bytes>, State(st): State<AppState>| {
-            let c = ctx(&s);
+            let Some(c) = ctx(&s) else { return };
             let result = match u {
                 Ok(u) => {
                     accept_update(
@@ -273,7 +279,7 @@ fn register_handlers(s: &SocketRef) {
     s.on(
         "awareness-update",
         async |s: SocketRef, TryData(u): TryData<Bytes>, State(st): State<AppState>| {
-            let c = ctx(&s);
+            let Some(c) = ctx(&s) else { return };
             let result = u
                 .map_err(|_| {
                     Error::new(
