@@ -86,7 +86,6 @@ export class Api {
     return this.call<{ token: string; url: string; expiresAt: string }>('POST', `/api/sessions/${encodeURIComponent(id)}/invites`, { role, expiresInSecs });
   }
   acceptInvite(token: string) { return this.call<Session>('POST', '/api/invites/accept', { token }); }
-  archiveUrl(id: string) { return `${this.base}/api/sessions/${encodeURIComponent(id)}/archive`; }
   async archive(id: string): Promise<Blob> {
     const res = await this.call<Response>('GET', `/api/sessions/${encodeURIComponent(id)}/archive`, undefined, true);
     return res.blob();

@@ -68,9 +68,6 @@ export class MonacoBinding {
       if (e.changes.some((c) => c.text.includes('\r'))) this.resetModel();
     }));
     this.disposables.push(editor.onDidChangeCursorSelection(() => this.publishCursor()));
-    this.disposables.push(editor.onDidBlurEditorText(() => {
-      // Keep the cursor visible to others; only the focus is gone.
-    }));
     this.onAwareness = () => this.renderRemote();
     awareness.on('change', this.onAwareness);
     this.renderRemote();

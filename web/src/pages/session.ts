@@ -2,7 +2,7 @@
 // open file's Yjs document, participants (role, online, file, follow mode),
 // chat with "X is typing…", connection status with unsynced edits, sharing
 // and invites, the workspace download, and a theme that follows the OS.
-import { Api, ApiError, getToken, setToken, tokenUser, validToken } from '../api';
+import { Api, ApiError, setToken, tokenUser, validToken } from '../api';
 import { installUndoKeys, MonacoBinding, type AwarenessUser } from '../binding';
 import { ask, clear, h, timeAgo, toast } from '../dom';
 import { monaco, monacoLanguage } from '../monaco';
@@ -647,4 +647,3 @@ async function copy(text: string) {
   }
 }
 
-export { getToken };
