@@ -463,14 +463,12 @@ mod yws {
     use yrs::encoding::read::{Cursor, Read};
     use yrs::encoding::write::Write;
 
-    pub const SYNC: u32 = 0;
-    pub const AWARENESS: u32 = 1;
-    pub const AUTH: u32 = 2;
+    pub use crate::protocol::ywebsocket::{
+        MSG_AUTH as AUTH, MSG_AWARENESS as AWARENESS, MSG_SYNC as SYNC, SYNC_STEP_1 as STEP_1,
+        SYNC_STEP_2 as STEP_2, SYNC_UPDATE as UPDATE, encode_message,
+    };
     /// Hocuspocus: a sync message answering the server's own step 1.
     pub const SYNC_REPLY: u32 = 4;
-    pub const STEP_1: u32 = 0;
-    pub const STEP_2: u32 = 1;
-    pub const UPDATE: u32 = 2;
     /// The pending-ack slot of a `sync-step-1` request (one at a time).
     pub const STEP_2_WAITER: u64 = 0;
 
@@ -519,16 +517,8 @@ mod yws {
                 "y-websocket messages carry one binary".into(),
             ));
         };
-        let mut v = Vec::with_capacity(payload.len() + 8);
-        if let Some(p) = &f.prefix {
-            v.write_string(p);
-        }
-        v.write_var(kind);
-        if let Some(sub) = sub {
-            v.write_var(sub);
-        }
-        v.write_buf(&payload);
-        out.send(Out::Frame(Message::Binary(v.into())))
+        let frame = encode_message(f.prefix.as_deref(), kind, sub, &payload);
+        out.send(Out::Frame(Message::Binary(frame)))
             .map_err(|_| ClientError::Closed)
     }
 

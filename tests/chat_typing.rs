@@ -159,16 +159,7 @@ async fn role_changes_and_deletion_reach_connected_sockets() {
     let u = ed.edit(|t, txn| t.insert(txn, 0, "refused "));
     let r = ed.send_update(&id, u, true).await.unwrap();
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
-    let text: String = http
-        .get(format!("{}/api/sessions/{id}/text", srv.url))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(text, "allowed ");
+    assert_eq!(srv.get_text(&id, &owner).await, "allowed ");
 
     // Deleted while connected: the socket hears SESSION_NOT_FOUND and is out.
     let s = http

@@ -71,18 +71,6 @@ async fn post_update(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn text_of(srv: &TestServer, token: &str, session: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{}/api/sessions/{session}/text", srv.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Users listed as online in the session.
 async fn online(srv: &TestServer, token: &str, session: &str) -> Vec<String> {
     let (_, s) = http_json(
@@ -191,7 +179,7 @@ async fn deep_nesting_is_refused_and_the_server_survives() {
     let edit = peer.edit(|t, txn| t.insert(txn, 0, "alive"));
     let r = peer.send_update(&id, edit, true).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(text_of(&srv, &token, &id).await, "alive");
+    assert_eq!(srv.get_text(&id, &token).await, "alive");
 }
 
 // ---- defect 3: the closer registry ---------------------------------------
@@ -342,7 +330,7 @@ async fn a_partially_applied_update_is_relayed_and_logged() {
     ];
     let (status, body) = post_update(&srv, &token, &id, crafted).await;
     assert_eq!((status, code(&body)), (400, "INVALID_UPDATE"), "{body}");
-    let text = text_of(&srv, &token, &id).await;
+    let text = srv.get_text(&id, &token).await;
     assert_eq!(text, "xV", "the part yrs applied");
     eventually(T, "the watcher receives the applied part", || {
         watcher.text() == text
@@ -357,7 +345,7 @@ async fn a_partially_applied_update_is_relayed_and_logged() {
     drop(watcher);
     srv.stop().await.unwrap();
     let srv = TestServer::start_with(config, dir).await;
-    assert_eq!(text_of(&srv, &token, &id).await, "xV");
+    assert_eq!(srv.get_text(&id, &token).await, "xV");
 }
 
 // ---- defect 9: guest impersonation ---------------------------------------
@@ -877,7 +865,7 @@ async fn acked_updates_survive_a_leave_racing_eviction() {
         }
     }
     assert!(!acked.is_empty());
-    let text = text_of(&srv, &srv.token("owner", &[]), &s1).await;
+    let text = srv.get_text(&s1, &srv.token("owner", &[])).await;
     for i in acked {
         assert!(
             text.contains(&format!("<{i}>")),

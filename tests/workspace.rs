@@ -298,15 +298,7 @@ async fn files_are_documents_of_their_own_in_both_dialects() {
         })
         .await;
         // The main document is untouched.
-        let main_text = reqwest::Client::new()
-            .get(format!("{}/api/sessions/{sid}/text", srv.url))
-            .bearer_auth(srv.token("owner", &[]))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let main_text = srv.get_text(&sid, &srv.token("owner", &[])).await;
         assert_eq!(main_text, "", "{b:?} the main document changed");
         drop(yrx.try_recv());
 

@@ -102,16 +102,11 @@ async fn the_project_client_speaks_y_websocket() {
             "hello world"
         );
 
-        let text = reqwest::Client::new()
-            .get(format!("{}/api/sessions/{sid}/text", srv.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(text, "hello world", "{backend:?}");
+        assert_eq!(
+            srv.get_text(sid, &token).await,
+            "hello world",
+            "{backend:?}"
+        );
         a.close();
         b.close();
         srv.stop().await.unwrap();

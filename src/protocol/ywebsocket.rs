@@ -31,15 +31,15 @@ use crate::core::DocLease;
 use crate::error::{Error, ErrorCode};
 use crate::model::DocId;
 
-/// y-protocols message types.
-const MSG_SYNC: u32 = 0;
-const MSG_AWARENESS: u32 = 1;
-const MSG_AUTH: u32 = 2;
-const MSG_QUERY_AWARENESS: u32 = 3;
+/// y-protocols message types (also used by the project's client).
+pub const MSG_SYNC: u32 = 0;
+pub const MSG_AWARENESS: u32 = 1;
+pub const MSG_AUTH: u32 = 2;
+pub const MSG_QUERY_AWARENESS: u32 = 3;
 /// Sync message kinds.
-const SYNC_STEP_1: u32 = 0;
-const SYNC_STEP_2: u32 = 1;
-const SYNC_UPDATE: u32 = 2;
+pub const SYNC_STEP_1: u32 = 0;
+pub const SYNC_STEP_2: u32 = 1;
+pub const SYNC_UPDATE: u32 = 2;
 
 /// Close codes (PROTOCOL.md).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -230,19 +230,28 @@ impl Rooms {
     }
 }
 
-fn sync_frame(kind: u32, payload: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(payload.len() + 8);
-    v.write_var(MSG_SYNC);
+/// One y-protocols message: message type, sync kind (for sync messages),
+/// payload as a varUint8Array. Hocuspocus prefixes each message with its
+/// document's name (`prefix`; the server never does, the client may).
+pub fn encode_message(prefix: Option<&str>, kind: u32, sub: Option<u32>, payload: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(payload.len() + 8 + prefix.map_or(0, |p| p.len() + 4));
+    if let Some(p) = prefix {
+        v.write_string(p);
+    }
     v.write_var(kind);
+    if let Some(sub) = sub {
+        v.write_var(sub);
+    }
     v.write_buf(payload);
     Bytes::from(v)
 }
 
+fn sync_frame(kind: u32, payload: &[u8]) -> Bytes {
+    encode_message(None, MSG_SYNC, Some(kind), payload)
+}
+
 fn awareness_frame(update: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(update.len() + 6);
-    v.write_var(MSG_AWARENESS);
-    v.write_buf(update);
-    Bytes::from(v)
+    encode_message(None, MSG_AWARENESS, None, update)
 }
 
 /// y-protocols' "permission denied" auth message.

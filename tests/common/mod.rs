@@ -196,6 +196,19 @@ impl TestServer {
         self.auth.issue(user, &user.to_uppercase(), map, 3600)
     }
 
+    /// `GET /api/sessions/{sid}/text` as `token`'s user (the body, whatever the status).
+    pub async fn get_text(&self, sid: &str, token: &str) -> String {
+        reqwest::Client::new()
+            .get(format!("{}/api/sessions/{sid}/text", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Graceful shutdown (flushes every document); returns the server's result.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.take().map(|t| t.send(()));
