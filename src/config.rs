@@ -33,6 +33,9 @@ pub enum Command {
     Serve(Config),
     /// Print a JWT signed with the server secret, for tests and scripts.
     Token(TokenArgs),
+    /// Keep a local folder and a session in sync (pair from your own editor).
+    #[command(long_about = crate::sync::LONG_ABOUT)]
+    Sync(crate::sync::SyncArgs),
 }
 
 /// Who may connect without a token (PROTOCOL.md, "Authentication").

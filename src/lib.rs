@@ -28,5 +28,6 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod trace;

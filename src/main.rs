@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Some(Command::Serve(c)) => c.log_format,
-        Some(Command::Token(_)) => Default::default(),
+        Some(Command::Token(_) | Command::Sync(_)) => Default::default(),
         None => cli.serve.log_format,
     };
     tandem::telemetry::init_tracing(log_format);
@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Sync(args)) => tandem::sync::run(args, shutdown_signal()).await,
         Some(Command::Serve(config)) => serve(config).await,
         None => serve(cli.serve).await,
     }

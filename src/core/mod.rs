@@ -9,12 +9,14 @@ mod limits;
 mod log;
 mod manager;
 mod session;
+mod textedit;
 
 pub use limits::{DEFAULT_MAX_NESTED_TYPES, Limits, UpdateBudget};
 pub use manager::{DocLease, DocManager, ManagerConfig};
 pub use session::{
     Applied, JoinOutcome, LeaveOutcome, SessionDoc, decode_awareness, decode_update,
 };
+pub use textedit::edit_text;
 
 use bytes::Bytes;
 

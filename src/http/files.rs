@@ -5,7 +5,6 @@
 //! ([`crate::protocol::events`]); a refused request changes and emits nothing.
 
 use std::io::Write;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -453,7 +452,7 @@ pub async fn put_content(
 /// replica's offset kind.
 pub fn replace_text_update(state: &[u8], new_text: &str) -> Result<Option<Bytes>, Error> {
     use yrs::updates::decoder::Decode;
-    use yrs::{Doc, GetString, OffsetKind, Options, Text, Transact, Update};
+    use yrs::{Doc, GetString, OffsetKind, Options, Transact, Update};
 
     let replica = Doc::with_options(Options {
         offset_kind: OffsetKind::Bytes,
@@ -471,34 +470,8 @@ pub fn replace_text_update(state: &[u8], new_text: &str) -> Result<Option<Bytes>
     if old_text == new_text {
         return Ok(None);
     }
-    let diff = similar::TextDiff::configure()
-        .algorithm(similar::Algorithm::Myers)
-        .timeout(Duration::from_secs(2))
-        .diff_chars(old_text.as_str(), new_text);
-    // Byte offset of every character index (plus the end).
-    let offsets = |s: &str| -> Vec<usize> {
-        s.char_indices()
-            .map(|(i, _)| i)
-            .chain(std::iter::once(s.len()))
-            .collect()
-    };
-    let (old_at, new_at) = (offsets(&old_text), offsets(new_text));
     let mut txn = replica.transact_mut();
-    // From the end backwards, so earlier offsets stay valid.
-    for op in diff.ops().iter().rev() {
-        let (tag, old, new) = op.as_tag_tuple();
-        let (start, end) = (old_at[old.start], old_at[old.end]);
-        if matches!(tag, similar::DiffTag::Delete | similar::DiffTag::Replace) {
-            text.remove_range(&mut txn, start as u32, (end - start) as u32);
-        }
-        if matches!(tag, similar::DiffTag::Insert | similar::DiffTag::Replace) {
-            text.insert(
-                &mut txn,
-                start as u32,
-                &new_text[new_at[new.start]..new_at[new.end]],
-            );
-        }
-    }
+    crate::core::edit_text(&mut txn, &text, &old_text, new_text);
     Ok(Some(Bytes::from(txn.encode_update_v1())))
 }
 
