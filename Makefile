@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web soak fmt lint clean fuzz-smoke
+.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web bench-sync soak fmt lint clean fuzz-smoke
 
 ## Build the web editor and the server (release), then start it on the embedded SQLite default.
 run: web build
@@ -52,6 +52,11 @@ bench-web: web tests/node/node_modules/.package-lock.json
 	@bash scripts/ensure-chromium.sh
 	$(CARGO) build --release --bins
 	cd web && TANDEM_BIN=../target/release/tandem node e2e/bench.js
+
+## tandem sync: save-to-other-folder latency and initial sync of a 1,000-file tree (not in `test`).
+bench-sync:
+	$(CARGO) build --release --bins
+	python3 scripts/bench_sync.py --files 1000 --saves 200
 
 ## Criterion micro-benches (hot path vs bare yrs) and the persistence benchmarks.
 bench:

@@ -287,7 +287,7 @@ async fn converged(http: &Http, sid: &str, dirs: &[&Path]) -> bool {
     dirs.iter().all(|d| {
         let mut f = folder(d);
         f.retain(|p, _| server.contains_key(p) || !p.ends_with(".log"));
-        f.retain(|p, _| !p.ends_with(".png"));
+        f.retain(|p, _| !p.ends_with(".png") && !p.ends_with(".sql"));
         f == server
     })
 }
@@ -319,6 +319,7 @@ async fn two_folders_and_the_session_converge_on_every_kind_of_change() {
     write(da, "debug.log", "secret log\n");
     write(da, ".git/HEAD", "ref: refs/heads/main\n");
     std::fs::write(da.join("logo.png"), [0x89, b'P', b'N', b'G', 0, 0, 1]).unwrap();
+    write(da, "dump.sql", &"x".repeat(600 * 1024));
 
     // --create: a session from folder A, its main file one of A's files.
     let mut agent_a = Agent::start(
@@ -343,13 +344,18 @@ async fn two_folders_and_the_session_converge_on_every_kind_of_change() {
     assert_eq!(
         files.keys().cloned().collect::<Vec<_>>(),
         vec![".gitignore", "README.md", "src/main.rs"],
-        "ignored, binary and .git files never leave the machine"
+        "ignored, binary, over-limit and .git files never leave the machine"
     );
     assert_eq!(
         files["src/main.rs"].0, "main",
         "an entry point is the main file"
     );
     assert!(agent_a.output().contains("logo.png: binary, not synced"));
+    assert!(
+        agent_a
+            .output()
+            .contains("dump.sql: 614400 bytes, above --max-file-bytes")
+    );
 
     let agent_b = Agent::start(db, &args(&srv.url, &sid, &token)).await;
     let both = [da, db];

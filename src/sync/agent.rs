@@ -37,7 +37,7 @@ use crate::model::File;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long session edits wait before being written (they come in bursts).
-const WRITE_DELAY: Duration = Duration::from_millis(20);
+const WRITE_DELAY: Duration = Duration::from_millis(10);
 /// Files opened at once during a (re)sync.
 const OPEN_CONCURRENCY: usize = 16;
 
@@ -82,6 +82,14 @@ impl Tracked {
             dirty: false,
         }
     }
+}
+
+/// A local file the session does not have yet.
+struct NewLocal {
+    path: String,
+    text: String,
+    crlf: bool,
+    stamp: Stamp,
 }
 
 struct Conn {
@@ -736,6 +744,43 @@ impl Agent {
         if self.conn.is_none() {
             return Ok(());
         }
+        // The usual case, a save of a tracked file (maybe through a
+        // temporary file that is gone again): only that file is read; a
+        // walk of a large tree costs more than the save itself.
+        if !touched.is_empty() {
+            let mut ids = Vec::new();
+            let mut simple = true;
+            for p in touched {
+                let exists = self.opts.tree.abs(p).is_file();
+                match self.files.iter().find(|(_, t)| &t.path == p) {
+                    Some((id, t)) if exists && t.base.is_some() => ids.push(id.clone()),
+                    None if !exists => {
+                        // A temporary file renamed over a sibling: look at
+                        // the tracked files of its folder whose stamp moved.
+                        let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+                        for (id, t) in &self.files {
+                            let same_dir = t.path.rsplit_once('/').map_or("", |(d, _)| d) == dir;
+                            if same_dir
+                                && t.base.is_some()
+                                && std::fs::metadata(self.opts.tree.abs(&t.path))
+                                    .is_ok_and(|m| Some(Stamp::of(&m)) != t.stamp)
+                            {
+                                ids.push(id.clone());
+                            }
+                        }
+                    }
+                    _ => simple = false,
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            if simple {
+                for id in ids {
+                    self.settle(&id).await?;
+                }
+                return Ok(());
+            }
+        }
         let local = self.opts.tree.walk();
         let mut missing: Vec<String> = Vec::new();
         let ids: Vec<String> = self.files.keys().cloned().collect();
@@ -752,7 +797,7 @@ impl Agent {
             }
         }
         let tracked: HashSet<String> = self.files.values().map(|t| t.path.clone()).collect();
-        let mut created = false;
+        let mut new = Vec::new();
         for (path, stamp) in &local {
             if tracked.contains(path)
                 || (self.skipped.get(path) == Some(stamp) && !touched.contains(path))
@@ -780,13 +825,18 @@ impl Agent {
                 self.local_moved(&id, path, stamp).await;
                 continue;
             }
-            created |= self.local_created(path, &text, crlf, stamp).await?;
+            new.push(NewLocal {
+                path: path.clone(),
+                text,
+                crlf,
+                stamp,
+            });
+        }
+        if !new.is_empty() {
+            self.local_created(new).await?;
         }
         if !missing.is_empty() {
             self.local_deleted(missing).await?;
-        }
-        if created {
-            self.save_index()?;
         }
         Ok(())
     }
@@ -810,47 +860,59 @@ impl Agent {
         }
     }
 
-    /// A new local file: created in the session with its text.
-    async fn local_created(
-        &mut self,
-        path: &str,
-        text: &str,
-        crlf: bool,
-        stamp: Stamp,
-    ) -> anyhow::Result<bool> {
+    /// New local files: created in the session with their text (a few
+    /// requests at a time), then opened.
+    async fn local_created(&mut self, new: Vec<NewLocal>) -> anyhow::Result<()> {
+        use futures::StreamExt;
         if !self.can_edit {
-            self.skipped.insert(path.to_owned(), stamp);
-            say(format!("· {path}: read-only in this session, not sent"));
-            return Ok(false);
+            for n in new {
+                say(format!("· {}: read-only in this session, not sent", n.path));
+                self.skipped.insert(n.path, n.stamp);
+            }
+            return Ok(());
         }
-        let file = match self.api.create_file(&self.session, path, text).await {
-            Ok(f) => f,
-            Err(e @ ApiError::Unreachable(_)) => return Err(e.into()),
-            Err(e) => {
+        let (api, session) = (self.api.clone(), self.session.clone());
+        let results: Vec<(NewLocal, Result<File, ApiError>)> = futures::stream::iter(new)
+            .map(|n| {
+                let (api, session) = (api.clone(), session.clone());
+                async move {
+                    let r = api.create_file(&session, &n.path, &n.text).await;
+                    (n, r)
+                }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect()
+            .await;
+        let mut ids = Vec::new();
+        let mut unreachable = None;
+        for (n, r) in results {
+            match r {
+                Ok(file) => {
+                    say(format!("↑ {} (new)", n.path));
+                    let mut t = Tracked::fresh(&n.path);
+                    (t.base, t.crlf, t.stamp) = (Some(n.text), n.crlf, Some(n.stamp));
+                    self.files.insert(file.id.clone(), t);
+                    ids.push(file.id);
+                }
+                Err(e @ ApiError::Unreachable(_)) => unreachable = Some(e),
                 // PATH_EXISTS: created elsewhere at the same moment; its
                 // file event settles it. Others (limits) are said once.
-                if e.code() != Some("PATH_EXISTS") {
-                    self.skipped.insert(path.to_owned(), stamp);
-                    say(format!("· {path} not synced: {e}"));
+                Err(e) if e.code() == Some("PATH_EXISTS") => {}
+                Err(e) => {
+                    say(format!("· {} not synced: {e}", n.path));
+                    self.skipped.insert(n.path, n.stamp);
                 }
-                return Ok(false);
             }
-        };
-        self.files.insert(
-            file.id.clone(),
-            Tracked {
-                path: path.to_owned(),
-                replica: Replica::default(),
-                base: Some(text.to_owned()),
-                crlf,
-                stamp: Some(stamp),
-                dirty: false,
-            },
-        );
-        self.open(std::slice::from_ref(&file.id)).await?;
-        self.save_file(&file.id)?;
-        say(format!("↑ {path} (new)"));
-        Ok(true)
+        }
+        self.open(&ids).await?;
+        for id in &ids {
+            self.save_file(id)?;
+        }
+        self.save_index()?;
+        match unreachable {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Tracked files gone from the folder: deleted in the session, unless

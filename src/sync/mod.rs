@@ -75,7 +75,7 @@ pub struct SyncArgs {
     pub max_file_bytes: u64,
 
     /// How long the folder must be quiet before changes are picked up.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
+    #[arg(long, default_value_t = 50, value_name = "MS")]
     pub debounce_ms: u64,
 }
 
@@ -123,7 +123,16 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
         None,
         move |res: notify_debouncer_full::DebounceEventResult| match res {
             Ok(events) => {
-                let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
+                // Opening and reading files (ours included) is no change:
+                // counting it would make every read trigger another look.
+                let paths: Vec<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| !e.event.kind.is_access())
+                    .flat_map(|e| e.event.paths)
+                    .collect();
+                if paths.is_empty() {
+                    return;
+                }
                 let _ = fs_tx.send(paths);
             }
             Err(errors) => {
@@ -161,6 +170,7 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
                         touched.insert(sp);
                     }
                 }
+                tracing::debug!(?touched, "folder changed");
                 if touched.is_empty() { Ok(()) } else { agent.scan(&touched).await }
             },
             _ = rescan.tick() => agent.scan(&HashSet::new()).await,
