@@ -200,7 +200,9 @@ async fn main() {
             (1.0 - cpu_off.as_secs_f64() / cpu_on.as_secs_f64()) * 100.0
         );
 
-        // Snapshot write and load of the final rustcode document.
+        // Snapshot write and load of the final rustcode document, with four
+        // 1 ms tickers on the async workers meanwhile: how late they wake
+        // is how long the merge, encode and load held a worker.
         session(&store, "snap").await;
         let m = manager(store.clone(), true);
         {
@@ -208,6 +210,21 @@ async fn main() {
             apply_all(&m, &doc, &rustcode).await;
         }
         let state = m.get_loaded("snap").unwrap().encode_state().unwrap();
+        let ticking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let lateness: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
+        let tickers: Vec<_> = (0..4)
+            .map(|_| {
+                let (ticking, lateness) = (ticking.clone(), lateness.clone());
+                tokio::spawn(async move {
+                    while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                        let t = Instant::now();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let late = t.elapsed().saturating_sub(Duration::from_millis(1));
+                        lateness.lock().unwrap().push(late);
+                    }
+                })
+            })
+            .collect();
         let mut writes = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
@@ -232,6 +249,16 @@ async fn main() {
             "| {backend} | load (snapshot → live doc), p50 / p99 | {} / {} |",
             ms(pct(&mut loads, 0.5)),
             ms(pct(&mut loads, 0.99))
+        );
+        ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+        for t in tickers {
+            t.await.unwrap();
+        }
+        let mut late = std::mem::take(&mut *lateness.lock().unwrap());
+        println!(
+            "| {backend} | async workers during those writes and loads: 1 ms timer lateness p99 / max | {} / {} |",
+            ms(pct(&mut late, 0.99)),
+            ms(late.iter().copied().max().unwrap_or_default())
         );
         m.shutdown().await;
 

@@ -5,7 +5,9 @@
 # SQLite) and against the reference servers of the two npm providers: the
 # Node y-socket.io server (benches/ysocketio-server, LevelDB) and
 # @y/websocket-server (benches/ywebsocket-server, in memory) — and against
-# Hocuspocus (benches/hocuspocus-server, no extensions: in memory). Servers
+# Hocuspocus (benches/hocuspocus-server, no extensions: in memory); with
+# SERVERS naming floor-ywebsocket, also a bare Rust relay on Tandem's stack
+# (examples/ywebsocket_floor.rs: the floor, no document, no log). Servers
 # alternate within each round. Prints every JSON summary, then a Markdown
 # table: deliveries/s, server CPU per delivery, p50/p99 edit-to-peer latency.
 # Usage: scripts/bench-dialects.sh [seconds per run]   (loopback only)
@@ -21,6 +23,7 @@ ROUNDS=${ROUNDS:-2}
 SERVERS=${SERVERS:-tandem-native tandem-ysocketio tandem-ywebsocket node-ysocketio node-ywebsocket hocuspocus}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --bins --quiet
+[[ " $SERVERS " == *" floor-"* ]] && cargo build --release --example ywebsocket_floor --quiet
 (cd benches/ysocketio-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 (cd benches/ywebsocket-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 (cd benches/hocuspocus-server && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -42,6 +45,9 @@ start() { # server -> PID, PORT, DIALECT
     node-ywebsocket)
       PORT=3300; DIALECT=ywebsocket
       PORT=$PORT node benches/ywebsocket-server/server.mjs >"$WORK/log" 2>&1 & ;;
+    floor-ywebsocket)
+      PORT=3500; DIALECT=ywebsocket
+      ./target/release/examples/ywebsocket_floor 127.0.0.1:$PORT >"$WORK/log" 2>&1 & ;;
     hocuspocus)
       PORT=3400; DIALECT=hocuspocus
       PORT=$PORT node benches/hocuspocus-server/server.mjs >"$WORK/log" 2>&1 & ;;

@@ -185,16 +185,19 @@ impl DocManager {
                             _ => Error::new(ErrorCode::SessionNotFound, "no such session"),
                         });
                     };
-                    let doc =
-                        SessionDoc::load(id, &stored, &self.cfg.limits).map_err(Error::from)?;
+                    // Decoding and applying a large stored document is CPU
+                    // work: off the async workers, so relays never wait on it.
+                    let (key, limits) = (id.to_owned(), self.cfg.limits);
+                    let rows = stored.updates.len();
+                    let doc = tokio::task::spawn_blocking(move || {
+                        SessionDoc::load(&key, &stored, &limits).map_err(Error::from)
+                    })
+                    .await
+                    .map_err(|_| Error::internal())??;
                     metrics::histogram!("tandem_document_load_seconds")
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("tandem_documents_loaded_total").increment(1);
-                    tracing::debug!(
-                        session_id = id,
-                        rows = stored.updates.len(),
-                        "document loaded"
-                    );
+                    tracing::debug!(session_id = id, rows, "document loaded");
                     Ok::<_, Error>(Arc::new(doc))
                 })
                 .await;
@@ -386,7 +389,12 @@ impl DocManager {
         };
         let claimed_at = Instant::now();
         let started = std::time::Instant::now();
-        let result = match doc.encode_state() {
+        // Encoding a large document is CPU work: off the async workers.
+        let encoding = doc.clone();
+        let encoded = tokio::task::spawn_blocking(move || encoding.encode_state())
+            .await
+            .unwrap_or_else(|_| Err(Error::internal()));
+        let result = match encoded {
             Ok(state) => self.store.write_snapshot(&doc.id, &state).await,
             Err(_) => Err(crate::store::StoreError::Corrupt(format!(
                 "document {} could not be encoded",

@@ -258,12 +258,20 @@ macro_rules! sql_store {
                     seqs.push(seq);
                     payloads.push(r.try_get::<Vec<u8>, _>("payload")?);
                 }
-                let inputs = stored.iter().map(|v| v.as_slice()).chain(std::iter::once(live_state)).chain(payloads.iter().map(|v| v.as_slice()));
-                let (state, text, waiting) = merge_state(inputs)?;
+                // The merge is CPU work (hundreds of KiB decoded, applied and
+                // encoded): on a blocking thread, never on the async workers.
+                let had_stored = stored.is_some();
+                let live = live_state.to_vec();
+                let (state, text, waiting) = tokio::task::spawn_blocking(move || {
+                    let inputs = stored.iter().map(|v| v.as_slice()).chain(std::iter::once(live.as_slice())).chain(payloads.iter().map(|v| v.as_slice()));
+                    merge_state(inputs)
+                })
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("snapshot merge panicked: {e}")))??;
                 // A row whose structs still wait for predecessors is not in
                 // the state: it and every row after it stay in the log (the
                 // ones merged anyway merge again harmlessly).
-                let first_row = usize::from(stored.is_some()) + 1;
+                let first_row = usize::from(had_stored) + 1;
                 if let Some(keep_from) = waiting.iter().filter_map(|i| i.checked_sub(first_row)).min() {
                     seqs.truncate(keep_from);
                     max_seq = seqs.last().copied().unwrap_or(0);
