@@ -724,3 +724,42 @@ fn help_describes_the_command() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_per_folder_and_a_deleted_session_stops_it() {
+    let (srv, http, token, sid, dir) = setup().await;
+    let d = dir.path();
+    let mut agent = Agent::start(d, &args(&srv.url, &sid, &token)).await;
+    let (code, err) = run_to_exit(d, &args(&srv.url, &sid, &token)).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("already running"), "{err}");
+
+    let (s, _) = http
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/sessions/{sid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = agent.err.lock().unwrap().join("\n");
+    assert!(err.contains("the session was deleted"), "{err}");
+    assert_eq!(
+        read(d, "main.txt").as_deref(),
+        Some(""),
+        "the folder is left as it was"
+    );
+}

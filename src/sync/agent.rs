@@ -132,13 +132,10 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
 }
 
 impl Agent {
-    /// Opens the folder's state and settles which session it syncs
-    /// (creating one with `--create`).
-    pub async fn new(opts: Options) -> anyhow::Result<Agent> {
+    /// Takes the folder's state (`store`, locked) and settles which
+    /// session it syncs (creating one with `--create`).
+    pub async fn new(store: Store, opts: Options) -> anyhow::Result<Agent> {
         let root = &opts.tree.root;
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create {}", root.display()))?;
-        let store = Store::open(&opts.tree.state_dir())?;
         let _ = std::fs::write(opts.tree.state_dir().join(".gitignore"), "*\n");
         let index = store.load_index()?;
         let api = Api::new(&opts.server, opts.token.as_deref());

@@ -93,9 +93,8 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
         root: root.clone(),
         max_file_bytes: args.max_file_bytes,
     };
-    let remembered = state::Store::open(&tree.state_dir())?
-        .load_index()?
-        .map(|i| i.server);
+    let store = state::Store::open(&tree.state_dir())?;
+    let remembered = store.load_index()?.map(|i| i.server);
     let server = args
         .server
         .or(remembered)
@@ -106,14 +105,17 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
             "--server must be an http:// URL (got {server}); for a TLS server, sync through a local tunnel"
         ))
     );
-    let mut agent = Agent::new(agent::Options {
-        tree: tree.clone(),
-        server: server.trim_end_matches('/').to_owned(),
-        token: args.token,
-        session: args.session,
-        create: args.create,
-        allow_mass_delete: args.allow_mass_delete,
-    })
+    let mut agent = Agent::new(
+        store,
+        agent::Options {
+            tree: tree.clone(),
+            server: server.trim_end_matches('/').to_owned(),
+            token: args.token,
+            session: args.session,
+            create: args.create,
+            allow_mass_delete: args.allow_mass_delete,
+        },
+    )
     .await?;
 
     // The watcher feeds paths into a channel; the loop below drains it.

@@ -37,10 +37,12 @@ pub struct FileEntry {
     pub crlf: bool,
 }
 
-/// The `.tandem` folder.
-#[derive(Debug, Clone)]
+/// The `.tandem` folder, locked for as long as this value lives: one agent
+/// per folder.
+#[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    _lock: std::fs::File,
 }
 
 const VERSION: u32 = 1;
@@ -52,7 +54,16 @@ impl Store {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
         }
-        // Left-overs of writes a crash interrupted.
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(super::agent::Fatal(format!(
+                "another tandem sync is already running on {}",
+                dir.parent().unwrap_or(dir).display()
+            )));
+        }
+        // Left-overs of writes a crash interrupted (ours alone: we hold the lock).
         if let Ok(entries) = std::fs::read_dir(dir.join("tmp")) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_file(e.path());
@@ -60,6 +71,7 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -150,5 +162,9 @@ mod tests {
         assert_eq!(s.load_file("main"), Some((vec![0, 0], "téxt".into())));
         s.forget_file("main");
         assert_eq!(s.load_file("main"), None);
+        let again = Store::open(&d.path().join(".tandem")).unwrap_err();
+        assert!(again.to_string().contains("already running"), "{again}");
+        drop(s);
+        Store::open(&d.path().join(".tandem")).unwrap();
     }
 }
