@@ -205,3 +205,164 @@ async fn an_update_that_overtakes_its_predecessor_reaches_every_peer_in_order() 
     .await;
     srv.stop().await.unwrap();
 }
+
+struct ChurnRng(u64);
+impl ChurnRng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn churn_edit(d: &Doc, r: &mut ChurnRng, tag: char) -> Vec<u8> {
+    let t = d.get_or_insert_text("monaco");
+    let mut txn = d.transact_mut();
+    let len = t.len(&txn);
+    if len > 5 && r.next() % 3 == 0 {
+        let p = (r.next() % len as u64) as u32;
+        let n = ((r.next() % 4) as u32 + 1).min(len - p);
+        t.remove_range(&mut txn, p, n);
+    } else {
+        let p = (r.next() % (len as u64 + 1)) as u32;
+        let n = (r.next() % 6) as usize + 1;
+        let st: String = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    tag
+                } else {
+                    (b'a' + (r.next() % 26) as u8) as char
+                }
+            })
+            .collect();
+        t.insert(&mut txn, p, &st);
+    }
+    txn.encode_update_v1()
+}
+fn churn_apply(d: &Doc, u: &[u8]) {
+    d.transact_mut()
+        .apply_update(Update::decode_v1(u).unwrap())
+        .unwrap();
+}
+
+/// The server core under churn-like delivery: two yrs editors whose updates
+/// reach it out of order, get lost when a connection drops, and come back
+/// in reconnect syncs (the server's diff to the editor, the editor's diff
+/// to the server, an in-flight update overtaking it), with relays applied
+/// by the other editor. After a final full sync the server holds the text
+/// both editors agree on. (Searching the soak's divergence, issue 10: this
+/// core path does not reproduce it.)
+#[test]
+fn the_server_core_converges_under_reordered_lost_and_resent_updates() {
+    let limits = Limits::default();
+    let mut bad = 0;
+    for seed in 0..100u64 {
+        let mut r = ChurnRng(seed);
+        let s = SessionDoc::load("s", &StoredDocument::default(), &limits).unwrap();
+        let eds = [Doc::new(), Doc::new()];
+        // in-flight queues per editor (to the server), and relay queues per editor (from the server)
+        let mut to_server: [Vec<Vec<u8>>; 2] = [vec![], vec![]];
+        let mut to_editor: [Vec<Bytes>; 2] = [vec![], vec![]];
+        let mut online = [true, true];
+        for _step in 0..400 {
+            let who = (r.next() % 2) as usize;
+            let u = churn_edit(&eds[who], &mut r, if who == 0 { 'A' } else { 'B' });
+            to_server[who].push(u);
+            // deliver some in-flight updates to the server, sometimes out of order
+            for e in 0..2 {
+                if !online[e] {
+                    continue;
+                }
+                while !to_server[e].is_empty() && r.next() % 3 != 0 {
+                    let i = if to_server[e].len() > 1 && r.next() % 5 == 0 {
+                        1
+                    } else {
+                        0
+                    };
+                    let u = to_server[e].remove(i);
+                    let mut rel: Vec<Bytes> = vec![];
+                    let _ =
+                        s.apply_update_relaying(&u, &limits, None, &mut |b, _| rel.push(b.clone()));
+                    for b in rel {
+                        to_editor[1 - e].push(b);
+                    }
+                }
+            }
+            // deliver relays
+            for e in 0..2 {
+                if !online[e] {
+                    continue;
+                }
+                while !to_editor[e].is_empty() && r.next() % 2 == 0 {
+                    let b = to_editor[e].remove(0);
+                    churn_apply(&eds[e], &b);
+                }
+            }
+            // churn
+            let e = (r.next() % 2) as usize;
+            if online[e] && r.next() % 25 == 0 {
+                online[e] = false;
+                // lose some in-flight updates and relays
+                let keep = (r.next() % (to_server[e].len() as u64 + 1)) as usize;
+                to_server[e].truncate(keep);
+                to_editor[e].clear();
+            } else if !online[e] && r.next() % 4 == 0 {
+                online[e] = true;
+                // reconnect: editor -> server: its sv; server replies with diff (sync step 2 to editor)
+                let d = s
+                    .diff(&eds[e].transact().state_vector().encode_v1())
+                    .unwrap();
+                churn_apply(&eds[e], &d);
+                // server asks editor for its diff against the server's sv
+                let sv = s.state_vector();
+                let reply = eds[e]
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::decode_v1(&sv).unwrap());
+                // deliver a still-in-flight update first sometimes
+                if !to_server[e].is_empty() && r.next() % 2 == 0 {
+                    let u = to_server[e].remove(0);
+                    let mut rel = vec![];
+                    let _ =
+                        s.apply_update_relaying(&u, &limits, None, &mut |b, _| rel.push(b.clone()));
+                    for b in rel {
+                        to_editor[1 - e].push(b);
+                    }
+                }
+                let mut rel = vec![];
+                let _ =
+                    s.apply_update_relaying(&reply, &limits, None, &mut |b, _| rel.push(b.clone()));
+                for b in rel {
+                    to_editor[1 - e].push(b);
+                }
+            }
+        }
+        // final: everyone syncs fully
+        for e in 0..2 {
+            let reply = eds[e]
+                .transact()
+                .encode_state_as_update_v1(&StateVector::decode_v1(&s.state_vector()).unwrap());
+            let _ = s.apply_update_relaying(&reply, &limits, None, &mut |_, _| {});
+        }
+        let u0 = eds[0]
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let u1 = eds[1]
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        churn_apply(&eds[0], &u1);
+        churn_apply(&eds[1], &u0);
+        let want = text(&eds[0]);
+        assert_eq!(want, text(&eds[1]));
+        if s.text() != want {
+            bad += 1;
+            eprintln!(
+                "seed {seed}: server {} chars, want {}",
+                s.text().len(),
+                want.len()
+            );
+        }
+    }
+    assert_eq!(bad, 0);
+}
