@@ -413,6 +413,22 @@ async fn two_folders_and_the_session_converge_on_every_kind_of_change() {
     })
     .await;
 
+    // A session file at a path A ignores (*.log) is synced, never deleted.
+    let (s, _) = http
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{sid}/files"),
+            Some(json!({ "path": "notes/run.log", "content": "kept\n" })),
+        )
+        .await;
+    assert_eq!(s, 201);
+    until("the ignored-path file in both folders", || async {
+        [da, db]
+            .iter()
+            .all(|d| read(d, "notes/run.log").as_deref() == Some("kept\n"))
+    })
+    .await;
+
     // Moved in B: a PATCH (same file id), not delete + create.
     std::fs::create_dir_all(db.join("docs")).unwrap();
     std::fs::rename(db.join("README.md"), db.join("docs/README.md")).unwrap();
@@ -459,6 +475,10 @@ async fn two_folders_and_the_session_converge_on_every_kind_of_change() {
     assert_eq!(
         read(da, "src/main.rs").unwrap(),
         "// A\nfn main() {\n    one();\n    two();\n}\n// B\n"
+    );
+    assert!(
+        http.files(&sid).await.contains_key("notes/run.log"),
+        "a file at a path A ignores was deleted from the session"
     );
     agent_a.stop().await;
     agent_b.stop().await;

@@ -789,6 +789,18 @@ impl Agent {
                         self.settle(&id).await?;
                     }
                 }
+                // Not in the walk but on disk: a session file at a path
+                // this folder ignores. It stays synced (ignore rules keep
+                // local files from leaving, they never delete the
+                // session's).
+                None if self.opts.tree.abs(&t.path).is_file() => {
+                    if t.stamp
+                        .is_none_or(|s| Some(s) != stamp_of(&self.opts.tree, &t.path))
+                        || touched.contains(&t.path)
+                    {
+                        self.settle(&id).await?;
+                    }
+                }
                 None if t.base.is_some() => missing.push(id),
                 None => self.settle(&id).await?,
             }
@@ -993,6 +1005,12 @@ impl Agent {
         }
         left
     }
+}
+
+fn stamp_of(tree: &Tree, path: &str) -> Option<Stamp> {
+    std::fs::metadata(tree.abs(path))
+        .ok()
+        .map(|m| Stamp::of(&m))
 }
 
 /// A refusal in an ack reply.
