@@ -221,7 +221,7 @@ fn churn_edit(d: &Doc, r: &mut ChurnRng, tag: char) -> Vec<u8> {
     let t = d.get_or_insert_text("monaco");
     let mut txn = d.transact_mut();
     let len = t.len(&txn);
-    if len > 5 && r.next() % 3 == 0 {
+    if len > 5 && r.next().is_multiple_of(3) {
         let p = (r.next() % len as u64) as u32;
         let n = ((r.next() % 4) as u32 + 1).min(len - p);
         t.remove_range(&mut txn, p, n);
@@ -275,8 +275,8 @@ fn the_server_core_converges_under_reordered_lost_and_resent_updates() {
                 if !online[e] {
                     continue;
                 }
-                while !to_server[e].is_empty() && r.next() % 3 != 0 {
-                    let i = if to_server[e].len() > 1 && r.next() % 5 == 0 {
+                while !to_server[e].is_empty() && !r.next().is_multiple_of(3) {
+                    let i = if to_server[e].len() > 1 && r.next().is_multiple_of(5) {
                         1
                     } else {
                         0
@@ -295,20 +295,20 @@ fn the_server_core_converges_under_reordered_lost_and_resent_updates() {
                 if !online[e] {
                     continue;
                 }
-                while !to_editor[e].is_empty() && r.next() % 2 == 0 {
+                while !to_editor[e].is_empty() && r.next().is_multiple_of(2) {
                     let b = to_editor[e].remove(0);
                     churn_apply(&eds[e], &b);
                 }
             }
             // churn
             let e = (r.next() % 2) as usize;
-            if online[e] && r.next() % 25 == 0 {
+            if online[e] && r.next().is_multiple_of(25) {
                 online[e] = false;
                 // lose some in-flight updates and relays
                 let keep = (r.next() % (to_server[e].len() as u64 + 1)) as usize;
                 to_server[e].truncate(keep);
                 to_editor[e].clear();
-            } else if !online[e] && r.next() % 4 == 0 {
+            } else if !online[e] && r.next().is_multiple_of(4) {
                 online[e] = true;
                 // reconnect: editor -> server: its sv; server replies with diff (sync step 2 to editor)
                 let d = s
@@ -321,7 +321,7 @@ fn the_server_core_converges_under_reordered_lost_and_resent_updates() {
                     .transact()
                     .encode_state_as_update_v1(&StateVector::decode_v1(&sv).unwrap());
                 // deliver a still-in-flight update first sometimes
-                if !to_server[e].is_empty() && r.next() % 2 == 0 {
+                if !to_server[e].is_empty() && r.next().is_multiple_of(2) {
                     let u = to_server[e].remove(0);
                     let mut rel = vec![];
                     let _ =
@@ -338,9 +338,9 @@ fn the_server_core_converges_under_reordered_lost_and_resent_updates() {
                 }
             }
         }
-        // final: everyone syncs fully
-        for e in 0..2 {
-            let reply = eds[e]
+        // Finally everyone syncs fully.
+        for ed in &eds {
+            let reply = ed
                 .transact()
                 .encode_state_as_update_v1(&StateVector::decode_v1(&s.state_vector()).unwrap());
             let _ = s.apply_update_relaying(&reply, &limits, None, &mut |_, _| {});
