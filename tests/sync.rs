@@ -65,6 +65,18 @@ impl Agent {
         a
     }
 
+    /// Waits for the process to exit (panics with `what` after [`WAIT`]).
+    async fn exited(&mut self, what: &str) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn output(&self) -> String {
         self.out.lock().unwrap().join("\n")
     }
@@ -95,17 +107,7 @@ impl Agent {
     /// SIGTERM, then waits: the agent flushes and exits 0.
     async fn stop(mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent did not stop"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = self.exited("the agent did not stop").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let out = self.output();
         assert!(
@@ -762,17 +764,7 @@ async fn one_agent_per_folder_and_a_deleted_session_stops_it() {
         )
         .await;
     assert_eq!(s, 204);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = agent.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = agent.exited("the agent kept running").await;
     assert!(!status.success());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let err = agent.err.lock().unwrap().join("\n");
