@@ -440,6 +440,23 @@ async fn two_folders_and_the_session_converge_on_every_kind_of_change() {
     .await;
     assert_eq!(http.id_of(&sid, "docs/README.md").await, readme);
 
+    // A whole folder renamed in A: each file keeps its id.
+    let util_id = http.id_of(&sid, "src/util.rs").await;
+    std::fs::rename(da.join("src"), da.join("lib")).unwrap();
+    until("the folder rename reaches B and the session", || async {
+        read(db, "lib/main.rs").is_some()
+            && read(db, "lib/util.rs").is_some()
+            && !db.join("src").exists()
+    })
+    .await;
+    assert_eq!(http.id_of(&sid, "lib/util.rs").await, util_id);
+    assert_eq!(http.id_of(&sid, "lib/main.rs").await, "main");
+    std::fs::rename(db.join("lib"), db.join("src")).unwrap();
+    until("and back from B", || async {
+        read(da, "src/main.rs").is_some() && !da.join("lib").exists()
+    })
+    .await;
+
     // Deleted in A; deleted over HTTP.
     std::fs::remove_file(da.join("src/util.rs")).unwrap();
     let (s, _) = http

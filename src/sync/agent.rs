@@ -748,10 +748,14 @@ impl Agent {
             let mut ids = Vec::new();
             let mut simple = true;
             for p in touched {
-                let exists = self.opts.tree.abs(p).is_file();
+                let abs = self.opts.tree.abs(p);
+                let (is_file, exists) = (abs.is_file(), abs.exists());
+                // A folder renamed, moved or deleted: only a walk tells.
+                let folder = format!("{p}/");
+                let held_files = self.files.values().any(|t| t.path.starts_with(&folder));
                 match self.files.iter().find(|(_, t)| &t.path == p) {
-                    Some((id, t)) if exists && t.base.is_some() => ids.push(id.clone()),
-                    None if !exists => {
+                    Some((id, t)) if is_file && t.base.is_some() => ids.push(id.clone()),
+                    None if !exists && !held_files => {
                         // A temporary file renamed over a sibling: look at
                         // the tracked files of its folder whose stamp moved.
                         let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
