@@ -38,13 +38,13 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
     lines
 }
 
-fn sync_command(dir: &Path, args: &[&str]) -> Command {
+fn sync_command(dir: &Path, args: &[&str], log: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tandem"));
     c.arg("sync")
         .arg(dir)
         .args(args)
         .args(["--debounce-ms", "50"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .env_remove("TANDEM_TOKEN")
         .env_remove("TANDEM_SERVER");
     c
@@ -53,7 +53,12 @@ fn sync_command(dir: &Path, args: &[&str]) -> Command {
 impl Agent {
     /// Starts an agent and waits for its first full sync.
     async fn start(dir: &Path, args: &[&str]) -> Agent {
-        let mut child = sync_command(dir, args)
+        Self::start_logging(dir, args, "warn").await
+    }
+
+    /// [`start`](Self::start) with its own `RUST_LOG` (stderr is collected).
+    async fn start_logging(dir: &Path, args: &[&str], log: &str) -> Agent {
+        let mut child = sync_command(dir, args, log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -128,7 +133,7 @@ impl Drop for Agent {
 
 /// Runs `tandem sync` to completion (for the refusals); (exit code, stderr).
 async fn run_to_exit(dir: &Path, args: &[&str]) -> (i32, String) {
-    let mut c = sync_command(dir, args);
+    let mut c = sync_command(dir, args, "warn");
     let out = tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap();
@@ -791,4 +796,40 @@ async fn one_agent_per_folder_and_a_deleted_session_stops_it() {
         Some(""),
         "the folder is left as it was"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_does_not_keep_looking_at_the_folder() {
+    let (srv, http, token, sid, dir) = setup().await;
+    let d = dir.path();
+    for i in 0..20 {
+        write(d, &format!("f{i}.txt"), "x\n");
+    }
+    let agent =
+        Agent::start_logging(d, &args(&srv.url, &sid, &token), "warn,tandem::sync=debug").await;
+    let looks = |a: &Agent| {
+        a.err
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("folder changed"))
+            .count()
+    };
+    // Its own writes and reads after the first sync settle, then nothing:
+    // reading a file is no change (inotify reports it as an access).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = looks(&agent);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = looks(&agent) - before;
+    assert!(
+        idle <= 1,
+        "an idle agent looked at the folder {idle} times in 1.5 s"
+    );
+    // A save is still seen at once.
+    write(d, "f3.txt", "y\n");
+    until("the save reaches the session", || async {
+        http.files(&sid).await.get("f3.txt").map(|f| f.1.as_str()) == Some("y\n")
+    })
+    .await;
+    agent.stop().await;
 }
