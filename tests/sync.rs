@@ -202,18 +202,11 @@ impl Http {
     }
 
     async fn content(&self, sid: &str, id: &str) -> String {
-        self.c
-            .get(format!(
-                "{}/api/sessions/{sid}/files/{id}/content",
-                self.url
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        common::get_body(
+            &format!("{}/api/sessions/{sid}/files/{id}/content", self.url),
+            &self.token,
+        )
+        .await
     }
 
     async fn put(&self, sid: &str, id: &str, text: &str) {

@@ -33,7 +33,7 @@ use super::replica::{Replica, merge3};
 use super::state::{FileEntry, Index, Store};
 use super::tree::{Content, Stamp, Tree};
 use crate::client::{Arg, Client, ClientError, Event, Incoming};
-use crate::model::File;
+use crate::model::{DocId, File};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long session edits wait before being written (they come in bursts).
@@ -173,27 +173,17 @@ impl Agent {
         let mut files = BTreeMap::new();
         if let Some(i) = &index {
             for (id, entry) in &i.files {
-                let (replica, base) = match store.load_file(id) {
-                    Some((doc, base)) => match Replica::load(&doc) {
-                        Ok(r) => (r, Some(base)),
+                let mut t = Tracked::fresh(&entry.path);
+                t.crlf = entry.crlf;
+                if let Some((doc, base)) = store.load_file(id) {
+                    match Replica::load(&doc) {
+                        Ok(r) => (t.replica, t.base) = (r, Some(base)),
                         Err(e) => {
-                            tracing::warn!(file = %entry.path, error = %e, "saved state unreadable; syncing the file afresh");
-                            (Replica::default(), None)
+                            tracing::warn!(file = %entry.path, error = %e, "saved state unreadable; syncing the file afresh")
                         }
-                    },
-                    None => (Replica::default(), None),
-                };
-                files.insert(
-                    id.clone(),
-                    Tracked {
-                        path: entry.path.clone(),
-                        replica,
-                        base,
-                        crlf: entry.crlf,
-                        stamp: None,
-                        dirty: false,
-                    },
-                );
+                    }
+                }
+                files.insert(id.clone(), t);
             }
         }
         let agent = Agent {
@@ -221,21 +211,17 @@ impl Agent {
     }
 
     fn doc_id(&self, file_id: &str) -> String {
-        if file_id == "main" {
-            self.session.clone()
-        } else {
-            format!("{}~{file_id}", self.session)
-        }
+        DocId::for_file(&self.session, file_id)
+            .map(|d| d.to_string())
+            .unwrap_or_default()
     }
 
+    /// The file id of one of this session's documents.
     fn file_of(&self, doc_id: &str) -> Option<String> {
-        if doc_id == self.session {
-            return Some("main".into());
-        }
-        doc_id
-            .strip_prefix(&self.session)
-            .and_then(|r| r.strip_prefix('~'))
-            .map(str::to_owned)
+        DocId::parse(doc_id)
+            .ok()
+            .filter(|d| d.session == self.session)
+            .map(|d| d.file_id().to_owned())
     }
 
     fn save_index(&self) -> anyhow::Result<()> {
@@ -480,24 +466,27 @@ impl Agent {
                 t.base = Some(text.clone());
                 self.local_edit(id, &merged)?;
                 if merged != text {
-                    self.write(id, &merged)?;
+                    self.write_saved(id, &merged)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Applies a local text to the replica, saves, and sends the update.
+    /// Applies a local text to the replica, saves it with the base, and
+    /// sends the update.
     fn local_edit(&mut self, id: &str, new_text: &str) -> anyhow::Result<()> {
         let t = &self.files[id];
-        if !self.can_edit {
+        let update = if self.can_edit {
+            t.replica.set_text(new_text)
+        } else {
             tracing::warn!(path = %t.path, "read-only in this session: the local change is not sent");
-            return Ok(());
-        }
-        let Some(update) = t.replica.set_text(new_text) else {
-            return Ok(());
+            None
         };
         self.save_file(id)?;
+        let Some(update) = update else {
+            return Ok(());
+        };
         let Some(conn) = &self.conn else {
             return Ok(());
         };
@@ -530,6 +519,11 @@ impl Agent {
     /// base, then again with the new one (see the module doc).
     fn write(&mut self, id: &str, text: &str) -> anyhow::Result<()> {
         self.save_file(id)?;
+        self.write_saved(id, text)
+    }
+
+    /// [`write`](Self::write) when the replica and the old base are saved already.
+    fn write_saved(&mut self, id: &str, text: &str) -> anyhow::Result<()> {
         let t = self.files.get_mut(id).expect("tracked");
         let stamp = self
             .opts

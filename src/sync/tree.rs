@@ -127,10 +127,9 @@ impl Tree {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let stamp = std::fs::metadata(&abs)
-            .map(|m| Stamp::of(&m))
-            .unwrap_or(Stamp::of(&meta));
-        Ok(Some((decode(bytes), stamp)))
+        // The stamp from before the read: a write racing the read then
+        // shows as a changed stamp on the next look, never the reverse.
+        Ok(Some((decode(bytes), Stamp::of(&meta))))
     }
 
     /// Writes `text` (LF) to `path` with CRLF endings if `crlf`, atomically

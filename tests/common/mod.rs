@@ -112,6 +112,19 @@ async fn reap_stale_databases(conn: &mut sqlx::PgConnection) {
 
 pub const SECRET: &str = "test-secret";
 
+/// `GET url` with `token`: the body as text, whatever the status.
+pub async fn get_body(url: &str, token: &str) -> String {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -198,15 +211,7 @@ impl TestServer {
 
     /// `GET /api/sessions/{sid}/text` as `token`'s user (the body, whatever the status).
     pub async fn get_text(&self, sid: &str, token: &str) -> String {
-        reqwest::Client::new()
-            .get(format!("{}/api/sessions/{sid}/text", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_body(&format!("{}/api/sessions/{sid}/text", self.url), token).await
     }
 
     /// Graceful shutdown (flushes every document); returns the server's result.
