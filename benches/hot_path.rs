@@ -214,6 +214,7 @@ fn awareness_and_snapshot(c: &mut Criterion) {
     let doc = SessionDoc::load(
         "s",
         &StoredDocument {
+            head: 0,
             snapshot: None,
             updates: updates.iter().map(|u| u.to_vec()).collect(),
         },

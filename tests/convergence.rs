@@ -159,6 +159,7 @@ fn compaction_keeps_log_rows_in_causal_order() {
     // Reloaded from that snapshot, the document holds u3 back until u2.
     let limits = Limits::default();
     let stored = StoredDocument {
+        head: 0,
         snapshot: Some(state),
         updates: vec![],
     };

@@ -14,8 +14,8 @@ use tandem::core::{DocManager, ManagerConfig};
 use tandem::error::ErrorCode;
 use tandem::model::{ChatMessage, Role, SessionInfo};
 use tandem::store::{
-    LogEntry, NewSession, ParticipantRow, SessionPatch, SnapshotOutcome, StorageStats, Store,
-    StoreError, StoreResult, StoredDocument,
+    LogEntry, LogTail, NewSession, ParticipantRow, SessionPatch, SnapshotOutcome, StorageStats,
+    Store, StoreError, StoreResult, StoredDocument,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use yrs::{Doc, GetString, Text, Transact};
@@ -564,7 +564,7 @@ impl Store for FaultyStore {
     ) -> StoreResult<Vec<ChatMessage>> {
         self.inner.list_chat(s, before, limit).await
     }
-    async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()> {
+    async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<Vec<Option<i64>>> {
         if self.panic_appends.load(Ordering::SeqCst) {
             panic!("injected: the log writer dies");
         }
@@ -572,6 +572,12 @@ impl Store for FaultyStore {
             return Err(StoreError::Db(sqlx::Error::PoolTimedOut));
         }
         self.inner.append_updates(batch).await
+    }
+    async fn read_log_since(&self, id: &str, after: i64) -> StoreResult<Option<LogTail>> {
+        self.inner.read_log_since(id, after).await
+    }
+    async fn log_heads(&self, s: &str) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.log_heads(s).await
     }
     async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
         let delay = self.load_delay_ms.load(Ordering::SeqCst);

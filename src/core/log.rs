@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::SessionDoc;
+use super::{Fanout, SessionDoc};
 use crate::store::{LogEntry, Store};
+
+/// Where the writer reports committed rows (set once at start-up).
+pub type FanoutCell = Arc<std::sync::OnceLock<Arc<dyn Fanout>>>;
 
 struct Item {
     /// `None`: a barrier, answered once every row queued before it committed.
@@ -29,11 +32,12 @@ impl UpdateLog {
     /// Starts the writer. It ends once every handle is dropped and the queue drained.
     pub fn start(
         store: Arc<dyn Store>,
+        fanout: FanoutCell,
         batch_rows: usize,
         batch_delay: Duration,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(65_536);
-        let task = tokio::spawn(writer(store, rx, batch_rows.max(1), batch_delay));
+        let task = tokio::spawn(writer(store, fanout, rx, batch_rows.max(1), batch_delay));
         (Self { tx }, task)
     }
 
@@ -94,6 +98,7 @@ impl UpdateLog {
 
 async fn writer(
     store: Arc<dyn Store>,
+    fanout: FanoutCell,
     mut rx: mpsc::Receiver<Item>,
     batch_rows: usize,
     batch_delay: Duration,
@@ -130,10 +135,12 @@ async fn writer(
         }
         let started = std::time::Instant::now();
         let mut ok = false;
+        let mut seqs = Vec::new();
         for attempt in 0..3u32 {
             match store.append_updates(&entries).await {
-                Ok(()) => {
+                Ok(numbered) => {
                     ok = true;
+                    seqs = numbered;
                     break;
                 }
                 Err(e) => {
@@ -146,6 +153,18 @@ async fn writer(
         metrics::counter!("tandem_log_commits_total").increment(1);
         metrics::histogram!("tandem_log_batch_rows").record(entries.len() as f64);
         metrics::histogram!("tandem_log_commit_seconds").record(started.elapsed().as_secs_f64());
+        // Each committed row's number: this copy holds it, and (cluster
+        // mode) the other nodes hear of it.
+        let mut seqs = seqs.into_iter();
+        for item in &batch {
+            let Some(entry) = &item.entry else { continue };
+            if let Some(Some(seq)) = seqs.next() {
+                item.doc.note_seq(seq);
+                if let Some(f) = fanout.get() {
+                    f.committed(&entry.doc_id, seq, &entry.update);
+                }
+            }
+        }
         entries.clear();
         for item in batch.drain(..) {
             if item.entry.is_none() {

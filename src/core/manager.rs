@@ -94,15 +94,21 @@ pub struct DocManager {
     store: Arc<dyn Store>,
     log: Mutex<Option<UpdateLog>>,
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
+    fanout: super::log::FanoutCell,
     cfg: ManagerConfig,
 }
 
 impl DocManager {
     /// Must be called inside a tokio runtime (starts the log writer).
     pub fn new(store: Arc<dyn Store>, cfg: ManagerConfig) -> Arc<Self> {
+        let fanout = super::log::FanoutCell::default();
         let (log, task) = if cfg.update_log {
-            let (l, t) = UpdateLog::start(store.clone(), cfg.log_batch_rows, cfg.log_batch_delay);
+            let (l, t) = UpdateLog::start(
+                store.clone(),
+                fanout.clone(),
+                cfg.log_batch_rows,
+                cfg.log_batch_delay,
+            );
             (Some(l), Some(t))
         } else {
             (None, None)
@@ -112,7 +118,7 @@ impl DocManager {
             store,
             log: Mutex::new(log),
             log_task: Mutex::new(task),
-            fanout: std::sync::OnceLock::new(),
+            fanout,
             cfg,
         })
     }
@@ -142,6 +148,14 @@ impl DocManager {
     /// Number of loaded documents.
     pub fn loaded(&self) -> usize {
         self.docs().iter().filter(|(_, s)| s.initialized()).count()
+    }
+
+    /// Every loaded document.
+    pub fn loaded_docs(&self) -> Vec<Arc<SessionDoc>> {
+        self.docs()
+            .iter()
+            .filter_map(|(_, s)| s.get().cloned())
+            .collect()
     }
 
     /// The loaded documents of a session: its main document and its files.
@@ -198,6 +212,9 @@ impl DocManager {
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("tandem_documents_loaded_total").increment(1);
                     tracing::debug!(session_id = id, rows, "document loaded");
+                    if let Some(f) = self.fanout.get() {
+                        f.loaded(id);
+                    }
                     Ok::<_, Error>(Arc::new(doc))
                 })
                 .await;
@@ -521,11 +538,7 @@ impl DocManager {
     pub async fn tick(&self) {
         let now = Instant::now();
         let now_ms = crate::model::now_ms() as u64;
-        let docs: Vec<Arc<SessionDoc>> = self
-            .docs()
-            .iter()
-            .filter_map(|(_, s)| s.get().cloned())
-            .collect();
+        let docs = self.loaded_docs();
         for doc in docs {
             if self.snapshot_due(&doc, now) {
                 self.flush(&doc).await;
@@ -585,11 +598,7 @@ impl DocManager {
         if let Some(task) = task {
             let _ = task.await;
         }
-        let docs: Vec<Arc<SessionDoc>> = self
-            .docs()
-            .iter()
-            .filter_map(|(_, s)| s.get().cloned())
-            .collect();
+        let docs = self.loaded_docs();
         let mut flushed = 0;
         for doc in docs {
             for _ in 0..3 {

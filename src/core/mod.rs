@@ -8,13 +8,15 @@ pub mod inspect;
 mod limits;
 mod log;
 mod manager;
+mod replica;
 mod session;
 mod textedit;
 
 pub use limits::{DEFAULT_MAX_NESTED_TYPES, Limits, UpdateBudget};
 pub use manager::{DocLease, DocManager, ManagerConfig};
 pub use session::{
-    Applied, JoinOutcome, LeaveOutcome, SessionDoc, decode_awareness, decode_update,
+    Applied, JoinOutcome, LeaveOutcome, RemotePresence, SessionDoc, decode_awareness,
+    decode_update, is_remote,
 };
 pub use textedit::edit_text;
 
@@ -44,4 +46,13 @@ pub trait Fanout: Send + Sync + 'static {
     fn typing_stopped(&self, session_id: &str, user_id: &str);
     /// The document was unloaded; per-document resources may go.
     fn unloaded(&self, session_id: &str);
+    /// The document was loaded from the store (cluster mode: ask the other
+    /// nodes who is there).
+    fn loaded(&self, _doc_id: &str) {}
+    /// A connection of this node joined or left the document, or its role
+    /// changed (cluster mode: tell the other nodes).
+    fn presence_changed(&self, _doc_id: &str) {}
+    /// An update's log row committed as the document's row `seq` (cluster
+    /// mode: tell the other nodes).
+    fn committed(&self, _doc_id: &str, _seq: i64, _update: &Bytes) {}
 }

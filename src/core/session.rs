@@ -23,6 +23,10 @@ use crate::error::{Error, ErrorCode};
 use crate::model::{Participant, Role, user_color};
 use crate::store::{StoreError, StoredDocument};
 
+mod remote;
+pub(super) use remote::LogPos;
+pub use remote::{RemotePresence, is_remote};
+
 /// Decodes a Yjs v1 update from untrusted bytes. Never panics (yrs has debug
 /// assertions on client ids that hostile input can trip).
 pub fn decode_update(bytes: &[u8]) -> Result<Update, Error> {
@@ -208,6 +212,8 @@ struct Inner {
     users: HashMap<String, UserEntry>,
     typing: HashMap<String, Instant>,
     life: Lifecycle,
+    /// Which log rows this copy holds (cluster mode, see [`LogPos`]).
+    log: LogPos,
 }
 
 /// The highest role among a user's connections.
@@ -228,6 +234,8 @@ pub struct SessionDoc {
     /// Updates applied in memory whose log row is not committed yet; a
     /// document is never evicted while this is non-zero.
     pub(super) pending_log: AtomicUsize,
+    /// A catch-up from the log is running (one at a time per document).
+    pub(super) catching_up: std::sync::atomic::AtomicBool,
 }
 
 impl SessionDoc {
@@ -264,9 +272,11 @@ impl SessionDoc {
                     unlogged_through: 0,
                     approx_size: 0,
                 },
+                log: LogPos::at(stored.head),
             }),
             doc,
             pending_log: AtomicUsize::new(0),
+            catching_up: std::sync::atomic::AtomicBool::new(false),
         };
         // Stored bytes take the same path as incoming ones (size limits
         // aside: what was accepted once loads whatever the flags say now).
@@ -1053,6 +1063,7 @@ mod ooo_tests {
         assert_eq!(d.text(), ta.get_string(&a.transact()));
         // A stored log in that order loads to the same text.
         let stored = StoredDocument {
+            head: 0,
             snapshot: None,
             updates: ups.iter().rev().cloned().collect(),
         };
@@ -1146,6 +1157,7 @@ mod hardening_tests {
                 let again = SessionDoc::load(
                     "s",
                     &StoredDocument {
+                        head: 0,
                         snapshot: Some(state),
                         updates: vec![],
                     },
@@ -1254,6 +1266,7 @@ mod fuzz_regressions {
             let snap = SessionDoc::load(
                 "s",
                 &StoredDocument {
+                    head: 0,
                     snapshot: Some(state),
                     updates: vec![],
                 },
@@ -1264,6 +1277,7 @@ mod fuzz_regressions {
             let replay = SessionDoc::load(
                 "s",
                 &StoredDocument {
+                    head: 0,
                     snapshot: None,
                     updates: logged,
                 },

@@ -117,6 +117,21 @@ pub struct LogEntry {
 pub struct StoredDocument {
     pub snapshot: Option<Vec<u8>>,
     pub updates: Vec<Vec<u8>>,
+    /// The document's log head when the load began: every row with
+    /// `doc_seq <= head` is in `snapshot` or `updates`.
+    pub head: i64,
+}
+
+/// What a node that fell behind reads back ([`Store::read_log_since`]).
+#[derive(Debug, Default)]
+pub struct LogTail {
+    /// The log head when the read began: everything through it is below.
+    pub head: i64,
+    /// Rows after the asked position, `(doc_seq, update)`, in order.
+    pub updates: Vec<(i64, Vec<u8>)>,
+    /// The compacted state, present only when rows after the asked position
+    /// were already folded into it (apply it too: merging is idempotent).
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// Result of a compaction.
@@ -199,9 +214,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ChatMessage>>;
 
     /// Appends a batch to the update log in one transaction (group commit).
-    /// Rows of documents that no longer exist (deleted session or file) or
-    /// whose id is malformed are dropped, not errors.
-    async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()>;
+    /// Each row gets its document's next sequence number (`doc_seq`: 1, 2, 3,
+    /// … per document, gap-free and in commit order, also across nodes
+    /// sharing one database); the result gives each entry's number, `None`
+    /// for rows of documents that no longer exist (deleted session or file)
+    /// or whose id is malformed: those are dropped, not errors.
+    async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<Vec<Option<i64>>>;
+    /// The log rows of a document after `doc_seq` `after` (a node catching
+    /// up on what it missed); `None` if the document does not exist.
+    async fn read_log_since(&self, doc_id: &str, after: i64) -> StoreResult<Option<LogTail>>;
+    /// The log head (latest `doc_seq`) of every document of a session, as
+    /// `(document id, head)`; empty for an unknown session.
+    async fn log_heads(&self, session_id: &str) -> StoreResult<Vec<(String, i64)>>;
     /// Snapshot plus remaining log rows of a document; `None` if the
     /// document (its session, or its file) does not exist.
     async fn load_document(&self, doc_id: &str) -> StoreResult<Option<StoredDocument>>;

@@ -173,21 +173,23 @@ macro_rules! sql_store {
                 Ok(sqlx::query(q).bind(session_id).fetch_optional(&mut *conn).await?.is_some())
             }
 
-            /// The append path for batches with file documents: in one write
-            /// transaction, locks (key share) the sessions and files named,
-            /// sessions first then files, each sorted — the order
-            /// `delete_session` takes them in — and inserts only the rows of
-            /// documents that exist. A file deleted meanwhile waits for this
-            /// transaction and then deletes these rows with it.
-            async fn append_checked(&self, batch: &[LogEntry], docs: &[Option<DocId>]) -> StoreResult<()> {
-                use std::collections::BTreeSet;
+            /// Appends a batch in one write transaction and numbers each
+            /// document's rows (`doc_seq`, see [`Store::append_updates`]).
+            /// Locks, in the order `delete_session` takes them (sessions
+            /// first, then files, each sorted): the sessions named (key
+            /// share), then each document's files row, whose `log_head` it
+            /// advances. Rows of documents that no longer exist are dropped;
+            /// a file deleted meanwhile waits for this transaction and then
+            /// deletes these rows with it.
+            async fn append_numbered(&self, batch: &[LogEntry]) -> StoreResult<Vec<Option<i64>>> {
+                use std::collections::{BTreeMap, BTreeSet};
+                let docs: Vec<Option<DocId>> = batch.iter().map(|e| DocId::parse(&e.doc_id).ok()).collect();
+                let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+                for d in docs.iter().flatten() {
+                    *counts.entry((d.session.as_str(), d.file_id())).or_default() += 1;
+                }
+                let sessions: BTreeSet<&str> = counts.keys().map(|(s, _)| *s).collect();
                 let mut tx = self.pool.begin_with($begin_write).await?;
-                let sessions: BTreeSet<&str> = docs.iter().flatten().map(|d| d.session.as_str()).collect();
-                let files: BTreeSet<(&str, &str)> = docs
-                    .iter()
-                    .flatten()
-                    .filter_map(|d| d.file.as_deref().map(|f| (d.session.as_str(), f)))
-                    .collect();
                 let mut live_sessions = BTreeSet::new();
                 for sid in sessions {
                     let q = concat!("SELECT id FROM sessions WHERE id = $1", $lock_key_share);
@@ -195,38 +197,68 @@ macro_rules! sql_store {
                         live_sessions.insert(sid);
                     }
                 }
-                let mut live_files = BTreeSet::new();
-                for (sid, fid) in files {
+                // Next doc_seq to hand out, per live document.
+                let mut next: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+                for (&(sid, fid), &n) in &counts {
                     if !live_sessions.contains(sid) {
                         continue;
                     }
-                    let q = concat!("SELECT id FROM files WHERE session_id = $1 AND id = $2", $lock_key_share);
-                    if sqlx::query(q).bind(sid).bind(fid).fetch_optional(&mut *tx).await?.is_some() {
-                        live_files.insert((sid, fid));
+                    let head: Option<i64> = sqlx::query_scalar("UPDATE files SET log_head = log_head + $3 WHERE session_id = $1 AND id = $2 RETURNING log_head")
+                        .bind(sid)
+                        .bind(fid)
+                        .bind(n)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(head) = head {
+                        next.insert((sid, fid), head - n + 1);
                     }
                 }
-                let keep: Vec<(&LogEntry, &DocId)> = batch
-                    .iter()
-                    .zip(docs)
-                    .filter_map(|(e, d)| d.as_ref().map(|d| (e, d)))
-                    .filter(|(_, d)| match &d.file {
-                        None => live_sessions.contains(d.session.as_str()),
-                        Some(f) => live_files.contains(&(d.session.as_str(), f.as_str())),
-                    })
-                    .collect();
+                let mut seqs = Vec::with_capacity(batch.len());
+                let mut keep: Vec<(&LogEntry, &DocId, i64)> = Vec::with_capacity(batch.len());
+                for (e, d) in batch.iter().zip(&docs) {
+                    let slot = d.as_ref().and_then(|d| next.get_mut(&(d.session.as_str(), d.file_id())).map(|s| (d, s)));
+                    match slot {
+                        Some((d, s)) => {
+                            keep.push((e, d, *s));
+                            seqs.push(Some(*s));
+                            *s += 1;
+                        }
+                        None => seqs.push(None),
+                    }
+                }
                 if keep.len() < batch.len() {
                     tracing::debug!(dropped = batch.len() - keep.len(), "dropping log rows of deleted or malformed documents");
                 }
                 if !keep.is_empty() {
                     let now = now_ms();
-                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, doc_id, payload, created_at) ");
-                    qb.push_values(&keep, |mut b, (e, d)| {
-                        b.push_bind(d.session.clone()).push_bind(e.doc_id.to_string()).push_bind(e.update.to_vec()).push_bind(now);
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, doc_id, doc_seq, payload, created_at) ");
+                    qb.push_values(&keep, |mut b, (e, d, seq)| {
+                        b.push_bind(d.session.clone()).push_bind(e.doc_id.to_string()).push_bind(*seq).push_bind(e.update.to_vec()).push_bind(now);
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(seqs)
+            }
+
+            /// The document's log head: the `doc_seq` of its latest row.
+            async fn head_of(&self, doc: &DocId) -> StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT log_head FROM files WHERE session_id = $1 AND id = $2")
+                    .bind(&doc.session)
+                    .bind(doc.file_id())
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            /// The compacted state of a document (`Ok(None)`: no such document).
+            async fn stored_state(&self, doc: &DocId) -> StoreResult<Option<Option<Vec<u8>>>> {
+                let row = match &doc.file {
+                    None => sqlx::query("SELECT yjs_state FROM sessions WHERE id = $1").bind(&doc.session),
+                    Some(f) => sqlx::query("SELECT yjs_state FROM files WHERE session_id = $1 AND id = $2").bind(&doc.session).bind(f.as_str()),
+                }
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| r.try_get::<Option<Vec<u8>>, _>("yjs_state")).transpose().map_err(Into::into)
             }
 
             async fn try_write_snapshot(&self, doc: &DocId, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
@@ -521,70 +553,83 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
-            async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<()> {
+            async fn append_updates(&self, batch: &[LogEntry]) -> StoreResult<Vec<Option<i64>>> {
                 if batch.is_empty() {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
-                let docs: Vec<Option<DocId>> = batch.iter().map(|e| DocId::parse(&e.doc_id).ok()).collect();
-                if !docs.iter().all(|d| d.as_ref().is_some_and(DocId::is_main)) {
-                    return self.append_checked(batch, &docs).await;
-                }
-                // Main documents only: their sessions' foreign key is the check.
-                let now = now_ms();
-                let rows: Vec<(&LogEntry, &str)> = batch.iter().zip(docs.iter().flatten()).map(|(e, d)| (e, d.session.as_str())).collect();
-                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO document_updates (session_id, doc_id, payload, created_at) ");
-                qb.push_values(&rows, |mut b, (e, sid)| {
-                    b.push_bind(sid.to_string()).push_bind(e.doc_id.to_string()).push_bind(e.update.to_vec()).push_bind(now);
-                });
-                match qb.build().execute(&self.pool).await {
-                    Ok(_) => Ok(()),
-                    // A session deleted while its updates were queued fails the
-                    // whole batch on the foreign key: write the rest one by one.
-                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() && batch.len() > 1 => {
-                        for (e, sid) in rows {
-                            let r = sqlx::query("INSERT INTO document_updates (session_id, doc_id, payload, created_at) VALUES ($1, $2, $3, $4)")
-                                .bind(sid)
-                                .bind(&*e.doc_id)
-                                .bind(&e.update[..])
-                                .bind(now)
-                                .execute(&self.pool)
-                                .await;
-                            match r {
-                                Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-                                    tracing::debug!(doc_id = %e.doc_id, "dropping log row of a deleted session");
-                                }
-                                other => { other?; }
-                            }
-                        }
-                        Ok(())
-                    }
-                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(()),
-                    Err(e) => Err(e.into()),
-                }
+                self.append_numbered(batch).await
             }
 
             async fn load_document(&self, doc_id: &str) -> StoreResult<Option<StoredDocument>> {
                 let Ok(doc) = DocId::parse(doc_id) else {
                     return Ok(None);
                 };
-                // Log rows first, snapshot second: a compaction committing in
-                // between folds the rows we read into the snapshot we then read,
-                // so nothing is missed without a transaction.
+                // Head first, then log rows, then the snapshot: every row up
+                // to the head is committed before the rows are read, and a
+                // compaction committing in between folds the rows we read
+                // into the snapshot we then read, so nothing up to `head` is
+                // missed without a transaction.
+                let Some(head) = self.head_of(&doc).await? else {
+                    return Ok(None);
+                };
                 let rows = sqlx::query("SELECT payload FROM document_updates WHERE doc_id = $1 ORDER BY seq")
                     .bind(doc_id)
                     .fetch_all(&self.pool)
                     .await?;
-                let row = match &doc.file {
-                    None => sqlx::query("SELECT yjs_state FROM sessions WHERE id = $1").bind(&doc.session),
-                    Some(f) => sqlx::query("SELECT yjs_state FROM files WHERE session_id = $1 AND id = $2").bind(&doc.session).bind(f.as_str()),
-                }
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(row) = row else {
+                let Some(snapshot) = self.stored_state(&doc).await? else {
                     return Ok(None);
                 };
                 let updates = rows.iter().map(|r| r.try_get::<Vec<u8>, _>("payload")).collect::<Result<_, _>>()?;
-                Ok(Some(StoredDocument { snapshot: row.try_get("yjs_state")?, updates }))
+                Ok(Some(StoredDocument { snapshot, updates, head }))
+            }
+
+            async fn read_log_since(&self, doc_id: &str, after: i64) -> StoreResult<Option<LogTail>> {
+                let Ok(doc) = DocId::parse(doc_id) else {
+                    return Ok(None);
+                };
+                // Same order as a load: head, rows, then (only if rows after
+                // `after` were compacted away) the snapshot.
+                let Some(head) = self.head_of(&doc).await? else {
+                    return Ok(None);
+                };
+                if head <= after {
+                    return Ok(Some(LogTail { head, ..LogTail::default() }));
+                }
+                let rows = sqlx::query("SELECT doc_seq, payload FROM document_updates WHERE doc_id = $1 AND doc_seq > $2 ORDER BY doc_seq")
+                    .bind(doc_id)
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut updates = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    updates.push((r.try_get::<i64, _>("doc_seq")?, r.try_get::<Vec<u8>, _>("payload")?));
+                }
+                let complete = updates.first().is_some_and(|(s, _)| *s == after + 1);
+                let snapshot = if complete {
+                    None
+                } else {
+                    match self.stored_state(&doc).await? {
+                        Some(s) => s,
+                        None => return Ok(None),
+                    }
+                };
+                Ok(Some(LogTail { head, updates, snapshot }))
+            }
+
+            async fn log_heads(&self, session_id: &str) -> StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query("SELECT id, log_head FROM files WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let id: String = r.try_get("id")?;
+                    let head: i64 = r.try_get("log_head")?;
+                    if let Some(d) = DocId::for_file(session_id, &id) {
+                        out.push((d.to_string(), head));
+                    }
+                }
+                Ok(out)
             }
 
             async fn write_snapshot(&self, doc_id: &str, live_state: &[u8]) -> StoreResult<Option<SnapshotOutcome>> {
