@@ -178,6 +178,33 @@ pub struct Config {
     #[arg(long, env = "TANDEM_UPDATE_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub update_log: bool,
 
+    /// Redis URL (`redis://host:port[/db]`): turns cluster mode on. Several
+    /// nodes sharing one PostgreSQL database and one Redis serve the same
+    /// sessions (README, "Running a cluster"). Requires a `postgres://`
+    /// database URL and the update log. Unset: single node, no Redis.
+    #[arg(long, env = "TANDEM_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// This node's name in a cluster (logs, metrics, presence). Default:
+    /// the host name plus a random suffix, new on every start.
+    #[arg(long, env = "TANDEM_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: how often this node tells the others it is alive.
+    #[arg(long, env = "TANDEM_CLUSTER_HEARTBEAT_MS", default_value_t = 1000)]
+    pub cluster_heartbeat_ms: u64,
+
+    /// Cluster mode: a node not heard from for this long is taken for dead:
+    /// its users leave and their cursors go.
+    #[arg(long, env = "TANDEM_CLUSTER_NODE_TIMEOUT_MS", default_value_t = 5000)]
+    pub cluster_node_timeout_ms: u64,
+
+    /// Cluster mode: how often every loaded document's log head is compared
+    /// with what the node holds (a catch-up from the database when behind,
+    /// whatever Redis delivered).
+    #[arg(long, env = "TANDEM_CLUSTER_CHECK_MS", default_value_t = 2000)]
+    pub cluster_check_ms: u64,
+
     /// Packets queued per socket before it counts as a slow consumer and is
     /// disconnected (it reconnects and resyncs).
     #[arg(long, env = "TANDEM_SOCKET_BUFFER", default_value_t = 4096)]
@@ -275,6 +302,17 @@ fn parse_socketio_path(s: &str) -> Result<String, String> {
         ));
     }
     Ok(p.to_owned())
+}
+
+/// A node id: 1–64 of `A-Za-z0-9._-`.
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}`: a node id is 1 to 64 of A-Z a-z 0-9 . _ -"))
+    }
 }
 
 /// A public URL: `http(s)://…`, without a trailing `/`.

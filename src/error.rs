@@ -2,10 +2,10 @@
 //! codes") plus a human message. Internal details are logged where they occur
 //! and never put into an [`Error`] sent to a client.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Stable error codes of PROTOCOL.md. The wire form is SCREAMING_SNAKE_CASE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     Unauthorized,
@@ -95,7 +95,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// `Error = { code, message, sessionId?, docId?, retryAfterMs? }` of PROTOCOL.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "camelCase")]
 #[error("{code}: {message}")]
 pub struct Error {

@@ -270,21 +270,30 @@ pub struct App {
     pub config: Arc<Config>,
     /// The y-websocket dialect's connections (closed at shutdown).
     pub ywebsocket: Arc<protocol::ywebsocket::Rooms>,
+    /// Cluster mode: the link to the other nodes and what handles their
+    /// messages ([`run`] starts both).
+    pub cluster: Option<(
+        Arc<crate::cluster::Cluster>,
+        Arc<crate::cluster::Receiver>,
+    )>,
 }
 
 /// Opens the store and wires core, both dialects and HTTP into one router.
 /// No listener and no background tasks: [`run`] adds those.
 pub async fn build_app(config: Config) -> anyhow::Result<App> {
     let secret = load_or_create_secret(config.secret.secret.as_deref(), &config.secret.data_dir)?;
+    crate::cluster::check_config(&config)?;
     let store = crate::store::connect(&config.database_url).await?;
     tracing::info!(backend = store.backend(), "database ready");
     let manager = DocManager::new(store, ManagerConfig::from_config(&config));
+    let cluster = crate::cluster::Cluster::connect(&config).await?;
     let config = Arc::new(config);
     let app = AppState::new(
         manager.clone(),
         Arc::new(Auth::new(&secret)),
         config.clone(),
-    );
+    )
+    .with_cluster(cluster.clone());
 
     // Binary attachments travel as separate frames: leave room above the
     // update limit so an oversized update is answered with UPDATE_TOO_LARGE
@@ -311,7 +320,17 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         .build_layer();
     protocol::native::register(&io);
     protocol::ysocketio::register(&io);
-    manager.set_fanout(Hub::new(io.clone(), app.ywebsocket.clone()));
+    let hub: Arc<dyn crate::core::Fanout> = Hub::new(io.clone(), app.ywebsocket.clone());
+    let cluster = match cluster {
+        Some(c) => {
+            manager.set_fanout(crate::cluster::ClusterFanout::new(hub.clone(), c.clone(), &manager));
+            Some((c.clone(), crate::cluster::Receiver::new(c, app.clone(), io.clone(), hub)))
+        }
+        None => {
+            manager.set_fanout(hub);
+            None
+        }
+    };
 
     let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()))
         .merge(protocol::ywebsocket::router(app.clone()))
@@ -328,6 +347,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
         manager,
         config,
         ywebsocket: app.ywebsocket.clone(),
+        cluster,
     })
 }
 
@@ -347,8 +367,12 @@ pub async fn run(
         manager,
         config,
         ywebsocket,
+        cluster,
     } = build_app(config).await?;
     let token = CancellationToken::new();
+    if let Some((c, rx)) = &cluster {
+        c.start(rx.clone(), token.clone());
+    }
     let maintenance = tokio::spawn(
         manager
             .clone()
@@ -375,6 +399,9 @@ pub async fn run(
     serve(listener, router, token.clone(), limits).await;
     let _ = maintenance.await;
     manager.shutdown().await;
+    if let Some((c, _)) = &cluster {
+        c.say_goodbye().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

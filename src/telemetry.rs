@@ -35,6 +35,47 @@ pub fn prometheus_builder() -> PrometheusBuilder {
 /// Describes every series for the installed recorder. Call once, after
 /// installing it.
 pub fn describe() {
+    // Cluster mode (--redis-url).
+    describe_histogram!(
+        "tandem_cluster_lag_seconds",
+        "Cluster mode: time from another node publishing a committed update to this node receiving it."
+    );
+    describe_counter!(
+        "tandem_cluster_catchups_total",
+        "Cluster mode: catch-ups that read missed rows back from the log and applied some."
+    );
+    describe_counter!(
+        "tandem_cluster_catchup_rows_total",
+        "Cluster mode: log rows (or compacted states) applied by catch-ups."
+    );
+    describe_counter!(
+        "tandem_cluster_redis_reconnects_total",
+        "Cluster mode: times the Redis subscription was restored after a loss."
+    );
+    describe_gauge!(
+        "tandem_cluster_redis_up",
+        "Cluster mode: 1 while subscribed to Redis, 0 otherwise."
+    );
+    describe_counter!(
+        "tandem_cluster_published_total",
+        "Cluster mode: messages published to the other nodes."
+    );
+    describe_counter!(
+        "tandem_cluster_publish_failures_total",
+        "Cluster mode: messages Redis did not take (the others catch up from the log)."
+    );
+    describe_counter!(
+        "tandem_cluster_dropped_total",
+        "Cluster mode: messages dropped because the queue to Redis was full."
+    );
+    describe_counter!(
+        "tandem_cluster_received_total",
+        "Cluster mode: messages received from other nodes."
+    );
+    describe_counter!(
+        "tandem_cluster_malformed_total",
+        "Cluster mode: messages on the cluster channel that could not be decoded."
+    );
     // Connections and documents.
     describe_gauge!(
         "tandem_connections",

@@ -209,7 +209,7 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "no such session"))?;
     tracing::info!(session_id = %id, file_id = %file.id, by = %user.id, "file created");
-    events::file_created(&st.io, &id, &file, &origin(&user, role, &headers));
+    events::file_created(&st.out, &id, &file, &origin(&user, role, &headers));
     Ok((StatusCode::CREATED, Json(file)).into_response())
 }
 
@@ -274,9 +274,9 @@ pub async fn update(
     let o = origin(&user, role, &headers);
     let file = &changed.file;
     if file.path != changed.old_path {
-        events::file_path_changed(&st.io, &id, file, &changed.old_path, &o);
+        events::file_path_changed(&st.out, &id, file, &changed.old_path, &o);
     } else if file.language != changed.old_language {
-        events::file_updated(&st.io, &id, file, &o);
+        events::file_updated(&st.out, &id, file, &o);
     }
     if file_id == MAIN_FILE_ID && file.language != changed.old_language {
         // The main file's language is the session's language.
@@ -302,7 +302,7 @@ pub(super) async fn announce_session_updated(
         .into_iter()
         .map(|p| p.user_id)
         .collect();
-    events::session_updated(&st.io, &users, &session_json(session, None));
+    events::session_updated(&st.out, &users, &session_json(session, None));
     Ok(())
 }
 
@@ -340,7 +340,7 @@ pub async fn delete(
         .ok_or_else(file_not_found)?;
     let doc = doc_id(&id, &file_id)?;
     close_file_document(&st, &id, &doc);
-    events::file_deleted(&st.io, &id, &file, &origin(&user, role, &headers));
+    events::file_deleted(&st.out, &id, &file, &origin(&user, role, &headers));
     tracing::info!(session_id = %id, file_id = %file_id, by = %user.id, "file deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -351,8 +351,7 @@ pub(super) fn close_file_document(st: &HttpState, session_id: &str, doc_id: &str
     let err = Error::new(ErrorCode::FileNotFound, "the file was deleted")
         .with_session(session_id)
         .with_doc(doc_id);
-    crate::protocol::close_document(&st.app, &st.io, doc_id, &err);
-    st.app.manager.discard(doc_id);
+    crate::protocol::document_deleted(&st.app, &st.io, doc_id, &err);
 }
 
 #[utoipa::path(
@@ -439,7 +438,7 @@ pub async fn put_content(
         .await?
         .map(|r| r.file)
         .ok_or_else(file_not_found)?;
-    events::file_updated(&st.io, &id, &file, &origin(&user, role, &headers));
+    events::file_updated(&st.out, &id, &file, &origin(&user, role, &headers));
     tracing::info!(session_id = %id, file_id = %file_id, by = %user.id, "file content replaced");
     Ok(Json(file))
 }

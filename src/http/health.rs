@@ -1,4 +1,4 @@
-//! `/healthz` (process up), `/readyz` (database reachable), `/metrics` (Prometheus).
+//! `/healthz` (process up), `/readyz` (database, and Redis in cluster mode, reachable), `/metrics` (Prometheus).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,23 +21,27 @@ pub async fn healthz() -> &'static str {
     get,
     path = "/readyz",
     tag = "operations",
-    summary = "The database is reachable",
+    summary = "The database (and in cluster mode Redis) is reachable",
     responses(
         (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
-        (status = 503, description = "`database unreachable`", body = String, content_type = "text/plain"),
+        (status = 503, description = "`database unreachable`, or in cluster mode `redis unreachable` / `redis subscription down`", body = String, content_type = "text/plain"),
     )
 )]
 pub async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
-    match st.app.manager.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready".to_owned()),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unreachable".to_owned(),
-            )
-        }
+    if let Err(e) = st.app.manager.store().ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unreachable".to_owned(),
+        );
     }
+    if let Some(c) = &st.app.cluster
+        && let Err(why) = c.ready().await
+    {
+        tracing::warn!(reason = why, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, why.to_owned());
+    }
+    (StatusCode::OK, "ready".to_owned())
 }
 
 #[utoipa::path(

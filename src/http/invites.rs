@@ -142,7 +142,7 @@ pub async fn accept(
     apply_roles(&st, &session, Some(&user.id)).await?;
     tracing::info!(session_id = %session.id, user_id = %user.id, role = invite.role.as_str(), "invite accepted");
     events::role_transition(
-        &st.io,
+        &st.out,
         &user.id,
         &session.id,
         &session_json(session.clone(), None),

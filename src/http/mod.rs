@@ -28,6 +28,8 @@ use crate::protocol::AppState;
 pub struct HttpState {
     pub app: AppState,
     pub io: SocketIo,
+    /// Room events (file and per-user events), every node in cluster mode.
+    pub out: crate::protocol::Broadcast,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Guest sign-ins per client IP.
     pub guest_limiter: Arc<governor::DefaultKeyedRateLimiter<IpAddr>>,
@@ -40,6 +42,7 @@ impl HttpState {
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Self {
         Self {
+            out: crate::protocol::Broadcast::new(&app, &io),
             app,
             io,
             metrics,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{AuthUser, JsonBody, RawBody};
 use super::{ApiError, HttpState};
-use crate::auth::{User, guest_role, row_or_public_role};
+use crate::auth::{User, row_or_public_role};
 use crate::error::{Error, ErrorCode};
 use crate::model::{ChatMessage, Role, SessionInfo, rfc3339, user_color, validate_session_id};
 use crate::protocol::role_in;
@@ -202,7 +202,7 @@ pub async fn create(
         if let Some(s) = created {
             tracing::info!(session_id = %s.id, owner = %user.id, "session created");
             let json = session_json(s, None);
-            crate::protocol::events::session_added(&st.io, &user.id, &json, Role::Owner);
+            crate::protocol::events::session_added(&st.out, &user.id, &json, Role::Owner);
             return Ok((StatusCode::CREATED, Json(json)).into_response());
         }
     }
@@ -305,48 +305,13 @@ pub async fn get(
     Ok(Json(session_json(session, Some(out))))
 }
 
-/// Recomputes the role of every connection whose token does not pin one
-/// (guests included: theirs follows the public role); connections left
-/// without access are removed from the session at once. `only`: one user.
+/// Role changes reach connected sockets at once, on every node.
 pub(super) async fn apply_roles(
     st: &HttpState,
     session: &SessionInfo,
     only: Option<&str>,
 ) -> ApiResult<()> {
-    let mut rows: HashMap<String, Option<Role>> = HashMap::new();
-    // The main document and every loaded file: each holds the roles of
-    // the connections that have it open.
-    for doc in st.app.manager.loaded_of_session(&session.id) {
-        let mut revoked = Vec::new();
-        for t in doc.role_targets() {
-            if only.is_some_and(|u| u != t.user_id) {
-                continue;
-            }
-            let role = match t.guest_cap {
-                Some(cap) => guest_role(session, cap),
-                None => {
-                    if !rows.contains_key(&t.user_id) {
-                        let row = st
-                            .app
-                            .manager
-                            .store()
-                            .participant(&session.id, &t.user_id)
-                            .await?
-                            .and_then(|p| p.role);
-                        rows.insert(t.user_id.clone(), row);
-                    }
-                    row_or_public_role(session, rows[&t.user_id])
-                }
-            };
-            if doc.set_conn_role(&t.conn, role) {
-                revoked.push(t.conn);
-            }
-        }
-        if !revoked.is_empty() {
-            tracing::info!(doc_id = %doc.id, connections = revoked.len(), "access revoked; removing connections");
-            crate::protocol::revoke(&st.app, &st.io, &doc.id, &revoked);
-        }
-    }
+    crate::protocol::roles::roles_changed(&st.app, &st.io, session, only).await?;
     Ok(())
 }
 
@@ -415,7 +380,7 @@ pub async fn update(
     {
         // The main file's language is the session's language.
         let o = super::files::origin(&user, role, &headers);
-        crate::protocol::events::file_updated(&st.io, &id, &main, &o);
+        crate::protocol::events::file_updated(&st.out, &id, &main, &o);
     }
     Ok(Json(session_json(session, None)))
 }
@@ -500,7 +465,7 @@ async fn set_participant(
     store.set_role(&id, &target, name, role).await?;
     apply_roles(&st, &session, Some(&target)).await?;
     crate::protocol::events::role_transition(
-        &st.io,
+        &st.out,
         &target,
         &id,
         &session_json(session.clone(), None),
@@ -550,14 +515,12 @@ pub async fn delete(
             let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted")
                 .with_session(&id)
                 .with_doc(&doc);
-            crate::protocol::close_document(&st.app, &st.io, &doc, &err);
-            st.app.manager.discard(&doc);
+            crate::protocol::document_deleted(&st.app, &st.io, &doc, &err);
         }
     }
     let err = Error::new(ErrorCode::SessionNotFound, "the session was deleted").with_session(&id);
-    crate::protocol::close_document(&st.app, &st.io, &id, &err);
-    st.app.manager.discard(&id);
-    crate::protocol::events::session_removed(&st.io, &users, &id);
+    crate::protocol::document_deleted(&st.app, &st.io, &id, &err);
+    crate::protocol::events::session_removed(&st.out, &users, &id);
     tracing::info!(session_id = %id, by = %user.id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
 }

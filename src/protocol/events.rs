@@ -7,13 +7,13 @@
 //!   to the session or not.
 //!
 //! Callers emit only after the change is committed, and never for a refused
-//! request. Delivery is [`emit_or_kick`] per socket: a socket whose queue is
+//! request. Delivery is [`Broadcast::emit`] (every node in cluster mode),
+//! [`emit_or_kick`](super::emit_or_kick) per socket: a socket whose queue is
 //! full is disconnected (it reconnects and refetches), never silently skipped.
 
 use serde::Serialize;
-use socketioxide::SocketIo;
 
-use super::{emit_or_kick, room, user_room};
+use super::{Broadcast, room, user_room};
 use crate::model::{File, Role, now_ms, rfc3339};
 
 /// `Actor = { userId, userName, role }`: who made a change, with the role
@@ -93,36 +93,30 @@ fn event<'a>(
 }
 
 /// `file:created` to the session's sockets.
-pub fn file_created(io: &SocketIo, session_id: &str, file: &File, o: &Origin) {
+pub fn file_created(out: &Broadcast, session_id: &str, file: &File, o: &Origin) {
     let msg = event(session_id, file, None, o);
-    for s in io.to(room(session_id)).sockets() {
-        emit_or_kick(&s, "file:created", &msg);
-    }
+    out.emit(vec![room(session_id)], None, "file:created", &msg);
 }
 
 /// `file:updated` (language changed, or content replaced over HTTP).
-pub fn file_updated(io: &SocketIo, session_id: &str, file: &File, o: &Origin) {
+pub fn file_updated(out: &Broadcast, session_id: &str, file: &File, o: &Origin) {
     let msg = event(session_id, file, None, o);
-    for s in io.to(room(session_id)).sockets() {
-        emit_or_kick(&s, "file:updated", &msg);
-    }
+    out.emit(vec![room(session_id)], None, "file:updated", &msg);
 }
 
 /// `file:renamed` or `file:moved`, by [`PathChange::of`] the two paths; one
 /// event even when the language changed too (`file` carries the new one).
-pub fn file_path_changed(io: &SocketIo, session_id: &str, file: &File, old_path: &str, o: &Origin) {
+pub fn file_path_changed(out: &Broadcast, session_id: &str, file: &File, old_path: &str, o: &Origin) {
     let msg = event(session_id, file, Some(old_path), o);
-    let change = PathChange::of(old_path, &file.path);
-    for s in io.to(room(session_id)).sockets() {
-        match change {
-            PathChange::Renamed => emit_or_kick(&s, "file:renamed", &msg),
-            PathChange::Moved => emit_or_kick(&s, "file:moved", &msg),
-        }
-    }
+    let name = match PathChange::of(old_path, &file.path) {
+        PathChange::Renamed => "file:renamed",
+        PathChange::Moved => "file:moved",
+    };
+    out.emit(vec![room(session_id)], None, name, &msg);
 }
 
 /// `file:deleted` to the session's sockets.
-pub fn file_deleted(io: &SocketIo, session_id: &str, file: &File, o: &Origin) {
+pub fn file_deleted(out: &Broadcast, session_id: &str, file: &File, o: &Origin) {
     let msg = FileDeleted {
         session_id,
         file_id: &file.id,
@@ -131,57 +125,47 @@ pub fn file_deleted(io: &SocketIo, session_id: &str, file: &File, o: &Origin) {
         timestamp: rfc3339(now_ms()),
         origin_socket_id: o.socket_id.as_deref(),
     };
-    for s in io.to(room(session_id)).sockets() {
-        emit_or_kick(&s, "file:deleted", &msg);
-    }
+    out.emit(vec![room(session_id)], None, "file:deleted", &msg);
 }
 
 /// `session:added` `{ session, role }` to every socket of `user_id`.
-pub fn session_added<S: Serialize>(io: &SocketIo, user_id: &str, session: &S, role: Role) {
+pub fn session_added<S: Serialize>(out: &Broadcast, user_id: &str, session: &S, role: Role) {
     let msg = serde_json::json!({ "session": session, "role": role });
-    for s in io.to(user_room(user_id)).sockets() {
-        emit_or_kick(&s, "session:added", &msg);
-    }
+    out.emit(vec![user_room(user_id)], None, "session:added", &msg);
 }
 
 /// `session:updated` `{ session }` to every socket of each of `user_ids`.
-pub fn session_updated<S: Serialize>(io: &SocketIo, user_ids: &[String], session: &S) {
+pub fn session_updated<S: Serialize>(out: &Broadcast, user_ids: &[String], session: &S) {
     if user_ids.is_empty() {
         return;
     }
     let msg = serde_json::json!({ "session": session });
     let rooms: Vec<String> = user_ids.iter().map(|u| user_room(u)).collect();
     // One socket of several listed users (impossible today) hears it once.
-    for s in io.to(rooms).sockets() {
-        emit_or_kick(&s, "session:updated", &msg);
-    }
+    out.emit(rooms, None, "session:updated", &msg);
 }
 
 /// `session:removed` `{ sessionId }` to every socket of each of `user_ids`.
-pub fn session_removed(io: &SocketIo, user_ids: &[String], session_id: &str) {
+pub fn session_removed(out: &Broadcast, user_ids: &[String], session_id: &str) {
     if user_ids.is_empty() {
         return;
     }
     let msg = serde_json::json!({ "sessionId": session_id });
     let rooms: Vec<String> = user_ids.iter().map(|u| user_room(u)).collect();
-    for s in io.to(rooms).sockets() {
-        emit_or_kick(&s, "session:removed", &msg);
-    }
+    out.emit(rooms, None, "session:removed", &msg);
 }
 
 /// `role:changed` `{ sessionId, role }` to every socket of `user_id`.
-pub fn role_changed(io: &SocketIo, user_id: &str, session_id: &str, role: Role) {
+pub fn role_changed(out: &Broadcast, user_id: &str, session_id: &str, role: Role) {
     let msg = serde_json::json!({ "sessionId": session_id, "role": role });
-    for s in io.to(user_room(user_id)).sockets() {
-        emit_or_kick(&s, "role:changed", &msg);
-    }
+    out.emit(vec![user_room(user_id)], None, "role:changed", &msg);
 }
 
 /// The per-user event for a role going from `old` to `new` (`None` = no
 /// role): a first grant is `session:added`, a change `role:changed`, a
 /// removal `session:removed`; no change sends nothing.
 pub fn role_transition<S: Serialize>(
-    io: &SocketIo,
+    out: &Broadcast,
     user_id: &str,
     session_id: &str,
     session: &S,
@@ -189,9 +173,9 @@ pub fn role_transition<S: Serialize>(
     new: Option<Role>,
 ) {
     match (old, new) {
-        (None, Some(r)) => session_added(io, user_id, session, r),
-        (Some(a), Some(b)) if a != b => role_changed(io, user_id, session_id, b),
-        (Some(_), None) => session_removed(io, &[user_id.to_owned()], session_id),
+        (None, Some(r)) => session_added(out, user_id, session, r),
+        (Some(a), Some(b)) if a != b => role_changed(out, user_id, session_id, b),
+        (Some(_), None) => session_removed(out, &[user_id.to_owned()], session_id),
         _ => {}
     }
 }

@@ -17,6 +17,7 @@ pub mod events;
 pub mod fanout;
 pub mod native;
 pub mod presence;
+pub mod roles;
 pub mod updates;
 pub mod ysocketio;
 pub mod ywebsocket;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub ysocketio_pending: Arc<Mutex<HashMap<String, usize>>>,
     /// The y-websocket dialect's open connections per document.
     pub ywebsocket: Arc<ywebsocket::Rooms>,
+    /// The other nodes (cluster mode).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
@@ -78,7 +81,81 @@ impl AppState {
             config,
             ysocketio_pending: Arc::default(),
             ywebsocket: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: room events and document closes reach other nodes too.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+}
+
+/// Room events of the native namespace (chat, typing, file and per-user
+/// events): to the local sockets of some rooms and, in cluster mode, through
+/// every other node to theirs. One per handler or request; cheap to make.
+#[derive(Clone)]
+pub struct Broadcast {
+    pub io: SocketIo,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl Broadcast {
+    pub fn new(st: &AppState, io: &SocketIo) -> Self {
+        Self {
+            io: io.clone(),
+            cluster: st.cluster.clone(),
+        }
+    }
+
+    /// Emits `event` to every socket in any of `rooms` (once each) but `except`.
+    pub fn emit<T: serde::Serialize + ?Sized>(
+        &self,
+        rooms: Vec<String>,
+        except: Option<&str>,
+        event: &str,
+        data: &T,
+    ) {
+        if rooms.is_empty() {
+            return;
+        }
+        let Some(cluster) = &self.cluster else {
+            broadcast_local(&self.io, rooms, except, event, data);
+            return;
+        };
+        let Ok(data) = serde_json::to_value(data) else {
+            return;
+        };
+        broadcast_local(&self.io, rooms.clone(), except, event, &data);
+        cluster.publish(
+            crate::cluster::wire::Msg::Emit {
+                rooms,
+                except: except.map(str::to_owned),
+                event: event.to_owned(),
+                data,
+            },
+            &[],
+        );
+    }
+}
+
+/// [`Broadcast::emit`] to this node's sockets only.
+pub fn broadcast_local<T: serde::Serialize + ?Sized>(
+    io: &SocketIo,
+    rooms: Vec<String>,
+    except: Option<&str>,
+    event: &str,
+    data: &T,
+) {
+    let Some(ns) = io.of("/") else {
+        return;
+    };
+    for s in ns.to(rooms).sockets() {
+        if except.is_some_and(|e| e == s.id.as_str()) {
+            continue;
+        }
+        emit_or_kick(&s, event, data);
     }
 }
 
@@ -100,6 +177,23 @@ pub fn close_document(st: &AppState, io: &SocketIo, doc_id: &str, err: &crate::e
     native::close_document(io, doc_id, err);
     ysocketio::close_document(io, doc_id, err);
     st.ywebsocket.close_document(doc_id);
+}
+
+/// A document was deleted (its session or file): every connection that
+/// has it open hears `err` ([`close_document`]) and it leaves memory; in
+/// cluster mode on every node.
+pub fn document_deleted(st: &AppState, io: &SocketIo, doc_id: &str, err: &crate::error::Error) {
+    close_document(st, io, doc_id, err);
+    st.manager.discard(doc_id);
+    if let Some(c) = &st.cluster {
+        c.publish(
+            crate::cluster::wire::Msg::Close {
+                doc: doc_id.to_owned(),
+                error: err.clone(),
+            },
+            &[],
+        );
+    }
 }
 
 /// Namespace of the y-socket.io dialect for a session.

@@ -349,9 +349,10 @@ fn register_handlers(s: &SocketRef) {
                TryData(a): TryData<ChatArg>,
                ack: AckSender,
                WantsAck(w): WantsAck,
+               io: SocketIo,
                State(st): State<AppState>| {
             let result = match a {
-                Ok(a) => chat(&s, &st, &a.session_id, &a.content)
+                Ok(a) => chat(&s, &st, &io, &a.session_id, &a.content)
                     .await
                     .map_err(|e| e.with_session(&a.session_id)),
                 Err(_) => Err(invalid_payload()),
@@ -370,9 +371,12 @@ fn register_handlers(s: &SocketRef) {
             async move |s: SocketRef,
                         TryData(a): TryData<SessionArg>,
                         ack: AckSender,
-                        WantsAck(w): WantsAck| {
+                        WantsAck(w): WantsAck,
+                        io: SocketIo,
+                        State(st): State<AppState>| {
+                let out = super::Broadcast::new(&st, &io);
                 let result = match a {
-                    Ok(a) => set_typing(&s, &a.session_id, typing)
+                    Ok(a) => set_typing(&s, &out, &a.session_id, typing)
                         .map_err(|e| e.with_session(&a.session_id)),
                     Err(_) => Err(invalid_payload()),
                 };
@@ -533,6 +537,7 @@ fn after_join(s: &SocketRef, st: &AppState, doc_id: &str) {
 async fn chat(
     s: &SocketRef,
     st: &AppState,
+    io: &SocketIo,
     session_id: &str,
     content: &str,
 ) -> Result<ChatMessage, Error> {
@@ -544,9 +549,7 @@ async fn chat(
         .store()
         .insert_chat(session_id, &c.conn.user.id, &c.conn.user.name, content)
         .await?;
-    for peer in s.within(room(session_id)).sockets() {
-        emit_or_kick(&peer, "chat-message", &msg);
-    }
+    super::Broadcast::new(st, io).emit(vec![room(session_id)], None, "chat-message", &msg);
     Ok(msg)
 }
 
@@ -565,21 +568,22 @@ pub fn validate_chat(content: &str) -> Result<&str, Error> {
     Ok(content)
 }
 
-fn set_typing(s: &SocketRef, session_id: &str, typing: bool) -> Result<(), Error> {
+fn set_typing(
+    s: &SocketRef,
+    out: &super::Broadcast,
+    session_id: &str,
+    typing: bool,
+) -> Result<(), Error> {
     let c = ctx(s);
     let doc = c.session_doc(session_id)?;
     let changed = doc.set_typing(&c.conn.user.id, typing, tokio::time::Instant::now());
     if typing {
         // Always relay a refresh: the 5 s expiry restarts at the others too.
         let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id, "userName": c.conn.user.name });
-        for peer in s.to(room(session_id)).sockets() {
-            emit_or_kick(&peer, "user-typing", &msg);
-        }
+        out.emit(vec![room(session_id)], Some(s.id.as_str()), "user-typing", &msg);
     } else if changed {
         let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id });
-        for peer in s.to(room(session_id)).sockets() {
-            emit_or_kick(&peer, "user-stopped-typing", &msg);
-        }
+        out.emit(vec![room(session_id)], Some(s.id.as_str()), "user-stopped-typing", &msg);
     }
     Ok(())
 }

@@ -33,10 +33,13 @@ impl Presence {
     pub fn join(st: &AppState, doc: DocLease, conn: &str, user: Arc<User>, role: Role) -> Self {
         let outcome = doc.join(conn, &user, role);
         let main = crate::model::DocId::is_main_id(&doc.id);
-        if outcome.first_for_user && main {
-            if let Some(f) = st.manager.fanout() {
+        if main && let Some(f) = st.manager.fanout() {
+            if outcome.first_for_user {
                 f.user_joined(&doc.id, &outcome.participant, Some(conn));
             }
+            f.presence_changed(&doc.id);
+        }
+        if outcome.first_for_user && main {
             record_presence(st, &doc.id, &user, true);
         }
         Self {
@@ -51,6 +54,11 @@ impl Presence {
     /// A re-join of the same connection: the role is refreshed, nothing else.
     pub fn refresh(&self, role: Role) {
         self.doc.join(&self.conn, &self.user, role);
+        if self.main
+            && let Some(f) = self.st.manager.fanout()
+        {
+            f.presence_changed(&self.doc.id);
+        }
     }
 
     /// The connection's current role in this document.
@@ -92,6 +100,7 @@ impl Drop for Presence {
             f.user_left(&self.doc.id, user_id);
             record_presence(&self.st, &self.doc.id, &self.user, false);
         }
+        f.presence_changed(&self.doc.id);
     }
 }
 

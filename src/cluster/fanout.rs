@@ -1,0 +1,116 @@
+//! [`ClusterFanout`]: the core's [`Fanout`] in cluster mode. Local sockets
+//! are served by the wrapped [`Hub`](crate::protocol::Hub) as on one node;
+//! what other nodes must hear is published besides. What comes in from
+//! other nodes goes to the inner fan-out directly (see [`super::Receiver`]),
+//! so nothing is echoed back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Cluster;
+use super::wire::Msg;
+use crate::core::{DocManager, Fanout};
+use crate::model::{DocId, Participant};
+
+pub struct ClusterFanout {
+    inner: Arc<dyn Fanout>,
+    cluster: Arc<Cluster>,
+    manager: std::sync::Weak<DocManager>,
+}
+
+impl ClusterFanout {
+    pub fn new(inner: Arc<dyn Fanout>, cluster: Arc<Cluster>, manager: &Arc<DocManager>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            cluster,
+            manager: Arc::downgrade(manager),
+        })
+    }
+}
+
+/// Publishes the presence of `doc`'s local users (main documents only:
+/// files carry no participant list).
+pub(super) fn publish_presence(cluster: &Cluster, manager: &DocManager, doc_id: &str) {
+    if !DocId::is_main_id(doc_id) {
+        return;
+    }
+    let users: Vec<Participant> = manager
+        .get_loaded(doc_id)
+        .map(|d| d.local_participants())
+        .unwrap_or_default();
+    cluster.publish(
+        Msg::Presence {
+            doc: doc_id.to_owned(),
+            users,
+        },
+        &[],
+    );
+}
+
+impl Fanout for ClusterFanout {
+    fn doc_update(&self, session_id: &str, update: &Bytes, except: Option<&str>) {
+        // Other nodes hear of it once its row committed (`committed`).
+        self.inner.doc_update(session_id, update, except);
+    }
+
+    fn awareness(&self, session_id: &str, update: &Bytes, except: Option<&str>) {
+        self.inner.awareness(session_id, update, except);
+        self.cluster.publish(
+            Msg::Awareness {
+                doc: session_id.to_owned(),
+            },
+            update,
+        );
+    }
+
+    fn user_joined(&self, session_id: &str, user: &Participant, except: Option<&str>) {
+        self.inner.user_joined(session_id, user, except);
+    }
+
+    fn user_left(&self, session_id: &str, user_id: &str) {
+        self.inner.user_left(session_id, user_id);
+    }
+
+    fn typing_stopped(&self, session_id: &str, user_id: &str) {
+        self.inner.typing_stopped(session_id, user_id);
+        self.cluster.publish(
+            Msg::Emit {
+                rooms: vec![crate::protocol::room(session_id)],
+                except: None,
+                event: "user-stopped-typing".into(),
+                data: serde_json::json!({ "sessionId": session_id, "userId": user_id }),
+            },
+            &[],
+        );
+    }
+
+    fn unloaded(&self, session_id: &str) {
+        self.inner.unloaded(session_id);
+    }
+
+    fn loaded(&self, doc_id: &str) {
+        self.cluster.publish(
+            Msg::Hello {
+                doc: doc_id.to_owned(),
+            },
+            &[],
+        );
+    }
+
+    fn presence_changed(&self, doc_id: &str) {
+        if let Some(m) = self.manager.upgrade() {
+            publish_presence(&self.cluster, &m, doc_id);
+        }
+    }
+
+    fn committed(&self, doc_id: &str, seq: i64, update: &Bytes) {
+        self.cluster.publish(
+            Msg::Update {
+                doc: doc_id.to_owned(),
+                seq,
+            },
+            update,
+        );
+    }
+}
