@@ -307,7 +307,8 @@ fn parse_socketio_path(s: &str) -> Result<String, String> {
 /// A node id: 1–64 of `A-Za-z0-9._-`.
 fn parse_node_id(s: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(s.to_owned())
     } else {

@@ -272,10 +272,7 @@ pub struct App {
     pub ywebsocket: Arc<protocol::ywebsocket::Rooms>,
     /// Cluster mode: the link to the other nodes and what handles their
     /// messages ([`run`] starts both).
-    pub cluster: Option<(
-        Arc<crate::cluster::Cluster>,
-        Arc<crate::cluster::Receiver>,
-    )>,
+    pub cluster: Option<(Arc<crate::cluster::Cluster>, Arc<crate::cluster::Receiver>)>,
 }
 
 /// Opens the store and wires core, both dialects and HTTP into one router.
@@ -323,8 +320,15 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
     let hub: Arc<dyn crate::core::Fanout> = Hub::new(io.clone(), app.ywebsocket.clone());
     let cluster = match cluster {
         Some(c) => {
-            manager.set_fanout(crate::cluster::ClusterFanout::new(hub.clone(), c.clone(), &manager));
-            Some((c.clone(), crate::cluster::Receiver::new(c, app.clone(), io.clone(), hub)))
+            manager.set_fanout(crate::cluster::ClusterFanout::new(
+                hub.clone(),
+                c.clone(),
+                &manager,
+            ));
+            Some((
+                c.clone(),
+                crate::cluster::Receiver::new(c, app.clone(), io.clone(), hub),
+            ))
         }
         None => {
             manager.set_fanout(hub);

@@ -20,7 +20,11 @@ pub struct ClusterFanout {
 }
 
 impl ClusterFanout {
-    pub fn new(inner: Arc<dyn Fanout>, cluster: Arc<Cluster>, manager: &Arc<DocManager>) -> Arc<Self> {
+    pub fn new(
+        inner: Arc<dyn Fanout>,
+        cluster: Arc<Cluster>,
+        manager: &Arc<DocManager>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inner,
             cluster,

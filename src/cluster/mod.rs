@@ -122,8 +122,7 @@ pub fn check_config(c: &crate::config::Config) -> anyhow::Result<()> {
     if c.redis_url.is_none() {
         return Ok(());
     }
-    if !c.database_url.starts_with("postgres://") && !c.database_url.starts_with("postgresql://")
-    {
+    if !c.database_url.starts_with("postgres://") && !c.database_url.starts_with("postgresql://") {
         anyhow::bail!(
             "--redis-url (cluster mode) needs PostgreSQL: every node must share one database, \
              and {} is an embedded SQLite file; set --database-url postgres://…",
@@ -318,7 +317,7 @@ impl Cluster {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     m = stream.next() => match m {
-                        Some(m) => rx.handle(m.get_payload_bytes()),
+                        Some(m) => rx.handle(m.get_payload_bytes()).await,
                         None => break,
                     },
                     _ = ping.tick() => {

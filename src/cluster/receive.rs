@@ -1,6 +1,7 @@
-//! [`Receiver`]: what this node does with what other nodes publish. Work
-//! that touches only memory happens at once, in order, on the subscriber
-//! task; work that needs the database (role changes) is spawned.
+//! [`Receiver`]: what this node does with what other nodes publish, one
+//! message at a time in the order they were published. A role change reads
+//! the database before the next message is handled, so the `role:changed`
+//! that follows it never reaches a socket before the role applies.
 
 use std::sync::Arc;
 
@@ -22,7 +23,12 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(cluster: Arc<Cluster>, app: AppState, io: SocketIo, local: Arc<dyn Fanout>) -> Arc<Self> {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        app: AppState,
+        io: SocketIo,
+        local: Arc<dyn Fanout>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cluster,
             app,
@@ -36,7 +42,7 @@ impl Receiver {
     }
 
     /// Handles one Redis message.
-    pub fn handle(&self, bytes: &[u8]) {
+    pub async fn handle(&self, bytes: &[u8]) {
         let Some((header, payload)) = wire::decode(bytes) else {
             metrics::counter!("tandem_cluster_malformed_total").increment(1);
             return;
@@ -73,7 +79,9 @@ impl Receiver {
                 match d.apply_node_awareness(node, payload) {
                     Ok(Some(changed)) => self.local.awareness(&doc, &changed, None),
                     Ok(None) => {}
-                    Err(e) => tracing::debug!(doc_id = %doc, error = %e, "awareness from another node refused"),
+                    Err(e) => {
+                        tracing::debug!(doc_id = %doc, error = %e, "awareness from another node refused")
+                    }
                 }
             }
             Msg::Emit {
@@ -81,7 +89,9 @@ impl Receiver {
                 except,
                 event,
                 data,
-            } => crate::protocol::broadcast_local(&self.io, rooms, except.as_deref(), &event, &data),
+            } => {
+                crate::protocol::broadcast_local(&self.io, rooms, except.as_deref(), &event, &data)
+            }
             Msg::Presence { doc, users } => {
                 if let Some(d) = manager.get_loaded(&doc) {
                     let change = d.set_node_presence(node, &users);
@@ -95,12 +105,11 @@ impl Receiver {
             }
             Msg::Heartbeat | Msg::Bye => {}
             Msg::Roles { session, only } => {
-                let (app, io) = (self.app.clone(), self.io.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = crate::protocol::roles::reapply(&app, &io, &session, only.as_deref()).await {
-                        tracing::warn!(session_id = %session, error = %e, "re-applying roles failed");
-                    }
-                });
+                let reapply =
+                    crate::protocol::roles::reapply(&self.app, &self.io, &session, only.as_deref());
+                if let Err(e) = reapply.await {
+                    tracing::warn!(session_id = %session, error = %e, "re-applying roles failed");
+                }
             }
             Msg::Close { doc, error } => {
                 crate::protocol::close_document(&self.app, &self.io, &doc, &error);
@@ -138,7 +147,12 @@ impl Receiver {
     fn announce_all(&self) {
         for d in self.app.manager.loaded_docs() {
             self.announce(&d.id, &d);
-            self.cluster.publish(Msg::Hello { doc: d.id.to_string() }, &[]);
+            self.cluster.publish(
+                Msg::Hello {
+                    doc: d.id.to_string(),
+                },
+                &[],
+            );
         }
     }
 

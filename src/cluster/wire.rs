@@ -37,7 +37,10 @@ pub enum Msg {
     },
     /// Every user connected to `doc` through the sender, replacing what it
     /// said before.
-    Presence { doc: String, users: Vec<Participant> },
+    Presence {
+        doc: String,
+        users: Vec<Participant>,
+    },
     /// The sender loaded `doc`: nodes holding it answer with their
     /// presence and awareness.
     Hello { doc: String },

@@ -106,7 +106,13 @@ pub fn file_updated(out: &Broadcast, session_id: &str, file: &File, o: &Origin) 
 
 /// `file:renamed` or `file:moved`, by [`PathChange::of`] the two paths; one
 /// event even when the language changed too (`file` carries the new one).
-pub fn file_path_changed(out: &Broadcast, session_id: &str, file: &File, old_path: &str, o: &Origin) {
+pub fn file_path_changed(
+    out: &Broadcast,
+    session_id: &str,
+    file: &File,
+    old_path: &str,
+    o: &Origin,
+) {
     let msg = event(session_id, file, Some(old_path), o);
     let name = match PathChange::of(old_path, &file.path) {
         PathChange::Renamed => "file:renamed",

@@ -580,10 +580,20 @@ fn set_typing(
     if typing {
         // Always relay a refresh: the 5 s expiry restarts at the others too.
         let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id, "userName": c.conn.user.name });
-        out.emit(vec![room(session_id)], Some(s.id.as_str()), "user-typing", &msg);
+        out.emit(
+            vec![room(session_id)],
+            Some(s.id.as_str()),
+            "user-typing",
+            &msg,
+        );
     } else if changed {
         let msg = serde_json::json!({ "sessionId": session_id, "userId": c.conn.user.id });
-        out.emit(vec![room(session_id)], Some(s.id.as_str()), "user-stopped-typing", &msg);
+        out.emit(
+            vec![room(session_id)],
+            Some(s.id.as_str()),
+            "user-stopped-typing",
+            &msg,
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,468 @@
+//! Cluster mode (#14) through real processes: two or three `tandem` nodes on
+//! one fresh PostgreSQL database and one redis-server this test owns (so it
+//! can kill and restart it), with native Socket.IO clients spread over the
+//! nodes. Needs `TANDEM_TEST_POSTGRES` and redis-server (`make test` sets
+//! up both); without them it skips loudly, and under `CI=true` it fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::peer::{Peer, Rng, code, eventually};
+use common::process::{Node, RedisServer};
+use common::{Backend, SECRET, fresh_database_url, postgres_server_url};
+use serde_json::{Value, json};
+use tandem::auth::Auth;
+use tandem::client::Arg;
+use yrs::updates::decoder::Decode;
+use yrs::{ReadTxn, Transact};
+
+struct Cluster {
+    redis: RedisServer,
+    db: String,
+    dir: tempfile::TempDir,
+    auth: Auth,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// `n` nodes, or `None` (skipped) without PostgreSQL or redis-server.
+    async fn start(n: usize, extra: &[&str]) -> Option<Cluster> {
+        postgres_server_url()?;
+        let redis = RedisServer::start().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database_url(Backend::Postgres, dir.path()).await;
+        let mut c = Cluster {
+            redis,
+            db,
+            dir,
+            auth: Auth::new(SECRET.as_bytes()),
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = c.node(i, extra).await;
+            c.nodes.push(node);
+        }
+        Some(c)
+    }
+
+    /// Starts node `i` (not added to `nodes`).
+    async fn node(&self, i: usize, extra: &[&str]) -> Node {
+        let data = self.dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let (data, redis) = (data.display().to_string(), self.redis.url());
+        let id = format!("n{i}");
+        let mut args = vec![
+            "--database-url",
+            &self.db,
+            "--redis-url",
+            &redis,
+            "--node-id",
+            &id,
+            "--data-dir",
+            &data,
+            "--cluster-heartbeat-ms",
+            "200",
+            "--cluster-node-timeout-ms",
+            "1500",
+            "--cluster-check-ms",
+            "1000",
+        ];
+        args.extend_from_slice(extra);
+        Node::start(&args).await
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.auth
+            .issue(user, &user.to_uppercase(), Default::default(), 3600)
+    }
+
+    /// A public session (public role editor) owned by `a`, created on node 0.
+    async fn session(&self) -> String {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{}/api/sessions", self.nodes[0].url))
+            .bearer_auth(self.token("a"))
+            .json(&json!({ "public": true, "publicRole": "editor" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn peer(&self, node: usize, user: &str, session: &str) -> Peer {
+        let p = Peer::connect(&self.nodes[node].url, Some(&self.token(user)))
+            .await
+            .unwrap();
+        let reply = p.join(session).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        p
+    }
+
+    async fn text_on(&self, node: usize, session: &str) -> String {
+        common::get_body(
+            &format!("{}/api/sessions/{session}/text", self.nodes[node].url),
+            &self.token("a"),
+        )
+        .await
+    }
+
+    /// Every peer and every node's `GET /text` show the same text.
+    async fn converge(&self, session: &str, peers: &[&Peer], within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let texts: Vec<String> = peers.iter().map(|p| p.text()).collect();
+            let mut served = Vec::new();
+            for i in 0..self.nodes.len() {
+                served.push(self.text_on(i, session).await);
+            }
+            if texts.iter().chain(&served).all(|t| *t == texts[0]) {
+                return texts[0].clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                let logs: Vec<String> = self.nodes.iter().map(|n| n.log_text()).collect();
+                panic!(
+                    "no convergence within {within:?}\npeers: {texts:?}\nnodes: {served:?}\nlogs:\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `n` random edits, each sent with an ack and waited for.
+async fn edit_and_ack(p: &Peer, session: &str, n: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    for _ in 0..n {
+        let u = p.random_edit(rng.next());
+        let reply = p.send_update(session, u, true).await.unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_and_share_presence_chat_typing_files_and_roles() {
+    let Some(c) = Cluster::start(3, &[]).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let mut a = c.peer(0, "a", &sid).await;
+    let mut b = c.peer(1, "b", &sid).await;
+    // b hears that a (on node 0) is there: the join reply lists a.
+    let mut joined = c.peer(2, "c", &sid).await;
+    let ev = a.expect_event("user-joined").await;
+    let first = ev.args[0].as_json().unwrap()["user"]["id"].clone();
+    assert!(first == "b" || first == "c", "{first}");
+    b.expect_event("user-joined").await;
+
+    // Random concurrent edits from clients on three nodes converge.
+    tokio::join!(
+        edit_and_ack(&a, &sid, 60, 1),
+        edit_and_ack(&b, &sid, 60, 2),
+        edit_and_ack(&joined, &sid, 60, 3),
+    );
+    let text = c
+        .converge(&sid, &[&a, &b, &joined], Duration::from_secs(10))
+        .await;
+    assert!(!text.is_empty());
+
+    // GET /api/sessions/{id} on node 0 lists everyone online.
+    let session: Value = serde_json::from_str(
+        &common::get_body(
+            &format!("{}/api/sessions/{sid}", c.nodes[0].url),
+            &c.token("a"),
+        )
+        .await,
+    )
+    .unwrap();
+    let online: Vec<&str> = session["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["online"] == true)
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(online, ["a", "b", "c"], "{session}");
+
+    // Chat and typing cross nodes.
+    let r = a
+        .client
+        .emit_with_ack(
+            "chat-message",
+            vec![Arg::json(json!({ "sessionId": sid, "content": "hello" }))],
+            common::peer::T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].as_json().unwrap()["ok"], true);
+    let m = b.expect_event("chat-message").await;
+    assert_eq!(m.args[0].as_json().unwrap()["content"], "hello");
+    b.client
+        .emit("typing", vec![Arg::json(json!({ "sessionId": sid }))])
+        .unwrap();
+    let t = a.expect_event("user-typing").await;
+    assert_eq!(t.args[0].as_json().unwrap()["userId"], "b");
+
+    // A file created over HTTP on node 2 is announced on node 0 and 1.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/sessions/{sid}/files", c.nodes[2].url))
+        .bearer_auth(c.token("a"))
+        .json(&json!({ "path": "src/lib.rs", "content": "fn main() {}\n" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for p in [&mut a, &mut b] {
+        let e = p.expect_event("file:created").await;
+        assert_eq!(e.args[0].as_json().unwrap()["file"]["path"], "src/lib.rs");
+    }
+
+    // Role changes made on node 0 reach connections on the other nodes at once.
+    let http = reqwest::Client::new();
+    let put = |role: &'static str| {
+        let r = http
+            .put(format!(
+                "{}/api/sessions/{sid}/participants/b",
+                c.nodes[0].url
+            ))
+            .bearer_auth(c.token("a"))
+            .json(&json!({ "role": role }));
+        async move { assert_eq!(r.send().await.unwrap().status(), 204) }
+    };
+    put("editor").await;
+    b.expect_event("session:added").await;
+    // Private now: c (no role of its own) loses access on node 2.
+    let r = http
+        .patch(format!("{}/api/sessions/{sid}", c.nodes[0].url))
+        .bearer_auth(c.token("a"))
+        .json(&json!({ "public": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = joined.expect_event("error").await;
+    assert_eq!(code(e.args[0].as_json().unwrap()), "FORBIDDEN");
+    for p in [&mut a, &mut b] {
+        let e = p.expect_event("user-left").await;
+        assert_eq!(e.args[0].as_json().unwrap()["userId"], "c");
+    }
+    put("viewer").await;
+    let e = b.expect_event("role:changed").await;
+    assert_eq!(e.args[0].as_json().unwrap()["role"], "viewer");
+    let reply = b.send_update(&sid, b.random_edit(5), true).await.unwrap();
+    assert_eq!(code(&reply), "FORBIDDEN", "{reply}");
+
+    // b disconnects from node 1: a hears user-left.
+    b.client.close();
+    let e = a.expect_event("user-left").await;
+    assert_eq!(e.args[0].as_json().unwrap()["userId"], "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_mid_edit_loses_no_acknowledged_edit() {
+    let Some(mut c) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let a = c.peer(0, "a", &sid).await;
+    let mut b = c.peer(1, "b", &sid).await;
+    // Every acknowledged update of a, in a document of its own.
+    let acked = yrs::Doc::new();
+    let edits = async {
+        let mut rng = Rng(7);
+        loop {
+            let u = a.random_edit(rng.next());
+            match a
+                .client
+                .emit_with_ack(
+                    "yjs-update",
+                    vec![Arg::json(&sid), Arg::bin(u.clone())],
+                    Duration::from_secs(2),
+                )
+                .await
+            {
+                Ok(r) if r[0].as_json().is_some_and(|v| v["ok"] == true) => {
+                    acked
+                        .transact_mut()
+                        .apply_update(yrs::Update::decode_v1(&u).unwrap())
+                        .unwrap();
+                }
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = edits => panic!("edits stopped before the kill"),
+        _ = tokio::time::sleep(Duration::from_millis(1500)) => {}
+    }
+    c.nodes[0].kill_9().await;
+    assert!(acked.transact().state_vector().len() > 0);
+
+    // Node 1 drops the dead node's user.
+    let e = b
+        .expect_event_within("user-left", Duration::from_secs(5))
+        .await;
+    assert_eq!(e.args[0].as_json().unwrap()["userId"], "a");
+
+    // a reconnects to node 1 with the document it had and converges.
+    let a2 = Peer::connect_with_doc(&c.nodes[1].url, &c.token("a"), a.doc.clone())
+        .await
+        .unwrap();
+    assert_eq!(a2.join(&sid).await["ok"], true);
+    c.nodes.remove(0);
+    c.converge(&sid, &[&a2, &b], Duration::from_secs(10)).await;
+
+    // Everything acknowledged is on node 1, whose view comes from the log.
+    let fresh = c.peer(0, "d", &sid).await;
+    let have = fresh.doc.transact().state_vector();
+    for (client, clock) in acked.transact().state_vector().iter() {
+        assert!(
+            have.get(client) >= *clock,
+            "acknowledged edits of client {client} up to {clock} lost (have {})",
+            have.get(client)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_session_loses_nothing_and_broadcasts_resume() {
+    let Some(mut c) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let a = c.peer(0, "a", &sid).await;
+    let mut b = c.peer(1, "b", &sid).await;
+    edit_and_ack(&a, &sid, 20, 11).await;
+    c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
+    assert_eq!(c.nodes[0].get("/readyz").await.0, 200);
+
+    c.redis.kill().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.nodes[0].get("/readyz").await.0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still 200 with Redis down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Edits are acknowledged during the outage (PostgreSQL is the truth).
+    edit_and_ack(&a, &sid, 20, 12).await;
+    edit_and_ack(&b, &sid, 20, 13).await;
+
+    c.redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for n in &c.nodes {
+        while n.get("/readyz").await.0 != 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz not back after Redis returned:\n{}",
+                n.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
+
+    // Broadcasts resume: chat from node 0 reaches node 1, live edits too.
+    let r = a
+        .client
+        .emit_with_ack(
+            "chat-message",
+            vec![Arg::json(json!({ "sessionId": sid, "content": "back" }))],
+            common::peer::T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].as_json().unwrap()["ok"], true);
+    let m = b.expect_event("chat-message").await;
+    assert_eq!(m.args[0].as_json().unwrap()["content"], "back");
+    let before = b.received.load(std::sync::atomic::Ordering::Relaxed);
+    edit_and_ack(&a, &sid, 5, 14).await;
+    eventually(
+        Duration::from_secs(5),
+        "live updates after the restart",
+        || b.received.load(std::sync::atomic::Ordering::Relaxed) >= before + 5,
+    )
+    .await;
+    c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
+    let metrics = c.nodes[1].get("/metrics").await.1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tandem_cluster_redis_reconnects_total") && !l.ends_with(" 0")),
+        "reconnect not counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_written_while_two_nodes_edit_lose_nothing() {
+    // Snapshots every few hundred milliseconds on both nodes.
+    let fast = [
+        "--snapshot-debounce-ms",
+        "50",
+        "--snapshot-max-delay-ms",
+        "200",
+    ];
+    let Some(mut c) = Cluster::start(2, &fast).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let a = c.peer(0, "a", &sid).await;
+    let b = c.peer(1, "b", &sid).await;
+    for round in 0..5 {
+        tokio::join!(
+            edit_and_ack(&a, &sid, 30, 100 + round),
+            edit_and_ack(&b, &sid, 30, 200 + round),
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let text = c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
+    drop((a, b));
+    // Compaction ran (rows were folded into the snapshot) ...
+    let store = tandem::store::connect(&c.db).await.unwrap();
+    let stored = store.load_document(&sid).await.unwrap().unwrap();
+    assert!(stored.snapshot.is_some(), "no snapshot was written");
+    assert!(
+        stored.updates.len() < 300,
+        "{} rows left",
+        stored.updates.len()
+    );
+    // ... and a node that loads the document from scratch has every edit.
+    for n in &mut c.nodes {
+        n.kill_9().await;
+    }
+    c.nodes.clear();
+    let fresh = c.node(9, &[]).await;
+    c.nodes.push(fresh);
+    assert_eq!(c.text_on(0, &sid).await, text);
+}
+
+#[tokio::test]
+async fn cluster_mode_refuses_sqlite_and_a_disabled_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let sqlite = format!("sqlite://{d}/t.db");
+    for (db, extra, says) in [
+        (sqlite.as_str(), None, "needs PostgreSQL"),
+        (
+            "postgres://postgres@127.0.0.1:5432/test",
+            Some("false"),
+            "needs the update log",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--secret", SECRET])
+            .args(["--data-dir", &d, "--database-url", db])
+            .args(["--redis-url", "redis://127.0.0.1:1"]);
+        if let Some(v) = extra {
+            cmd.args(["--update-log", v]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started: {err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
