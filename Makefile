@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web bench-sync soak fmt lint clean fuzz-smoke
+.PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web bench-sync bench-cluster soak fmt lint clean fuzz-smoke
 
 ## Build the web editor and the server (release), then start it on the embedded SQLite default.
 run: web build
@@ -57,6 +57,11 @@ bench-web: web tests/node/node_modules/.package-lock.json
 bench-sync:
 	$(CARGO) build --release --bins
 	python3 scripts/bench_sync.py --files 1000 --saves 200
+
+## Cluster mode: edit-to-peer latency on one node vs across two, and the CPU cluster mode costs (not in `test`).
+bench-cluster:
+	$(CARGO) build --release --bins
+	@eval "$$(bash scripts/services.sh)" && python3 scripts/bench_cluster.py --sessions 10 --rate 50 --secs 20
 
 ## Criterion micro-benches (hot path vs bare yrs) and the persistence benchmarks.
 bench:

@@ -45,6 +45,10 @@ struct Args {
     /// Server base URL (must be a loopback address).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// Observers connect here instead of `--url`: another node of a
+    /// cluster, to measure edit-to-peer latency across nodes.
+    #[arg(long)]
+    observer_url: Option<String>,
     /// Protocol dialect to speak.
     #[arg(long, value_enum, default_value = "native")]
     dialect: Dialect,
@@ -73,9 +77,10 @@ struct Args {
     /// Prefix of the session ids (sessions are `<prefix>-<n>`; Tandem needs --on-demand-sessions).
     #[arg(long, default_value = "load")]
     session_prefix: String,
-    /// Server process id, to sample its CPU and RSS from /proc.
+    /// Server process id, to sample its CPU and RSS from /proc; repeat it
+    /// for a cluster (CPU and RSS are summed over the processes).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Only connect this many idle clients, hold them, report server RSS, exit.
     #[arg(long)]
     idle: Option<usize>,
@@ -150,6 +155,7 @@ fn namespace(d: Dialect, session: &str) -> String {
 
 async fn connect(
     a: &Args,
+    url: &str,
     session: &str,
     user: &str,
 ) -> anyhow::Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Incoming>)> {
@@ -157,12 +163,12 @@ async fn connect(
         tandem::auth::Auth::new(s.as_bytes()).issue(user, user, Default::default(), 24 * 3600)
     });
     let (c, rx) = if a.dialect == Dialect::Ywebsocket {
-        Client::connect_ywebsocket(&a.url, session, token.as_deref()).await?
+        Client::connect_ywebsocket(url, session, token.as_deref()).await?
     } else if a.dialect == Dialect::Hocuspocus {
-        Client::connect_hocuspocus(&a.url, session, token.as_deref().unwrap_or("")).await?
+        Client::connect_hocuspocus(url, session, token.as_deref().unwrap_or("")).await?
     } else {
         let auth = token.map(|tok| json!({ "token": tok }));
-        Client::connect(&a.url, &namespace(a.dialect, session), auth).await?
+        Client::connect(url, &namespace(a.dialect, session), auth).await?
     };
     if a.dialect == Dialect::Native {
         let r = c
@@ -301,7 +307,12 @@ async fn attach(
     settling: &Arc<AtomicBool>,
     pull: bool,
 ) -> anyhow::Result<Attached> {
-    let (client, rx) = connect(a, session, user).await?;
+    // Observers (they get `sent`, to measure latency) may use another node.
+    let url = match (&sent, &a.observer_url) {
+        (Some(_), Some(u)) => u.as_str(),
+        _ => a.url.as_str(),
+    };
+    let (client, rx) = connect(a, url, session, user).await?;
     if pull {
         let sv = doc.transact().state_vector().encode_v1();
         let (ev, args) = match a.dialect {
@@ -393,6 +404,16 @@ async fn http_get(hostport: &str, path: &str, token: &str) -> anyhow::Result<(u1
     }
 }
 
+/// CPU seconds and RSS (KiB) summed over `pids`; `None` if any is unreadable.
+fn proc_sample_all(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0), |(c, r), p| {
+        proc_sample(*p).map(|(c1, r1)| (c + c1, r + r1))
+    })
+}
+
 fn proc_sample(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -437,10 +458,10 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(n) = a.idle {
         let mut held = Vec::with_capacity(n);
-        let rss0 = a.server_pid.and_then(proc_sample).map(|s| s.1);
+        let rss0 = proc_sample_all(&a.server_pid).map(|s| s.1);
         for i in 0..n {
             let session = format!("{}-{}", a.session_prefix, i % a.sessions.max(1));
-            let (c, rx) = connect(&a, &session, &format!("idle{i}")).await?;
+            let (c, rx) = connect(&a, &a.url, &session, &format!("idle{i}")).await?;
             held.push((
                 c,
                 spawn_reader(
@@ -455,7 +476,7 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss1 = a.server_pid.and_then(proc_sample).map(|s| s.1);
+        let rss1 = proc_sample_all(&a.server_pid).map(|s| s.1);
         let summary = json!({ "idle_clients": n, "server_rss_kib_before": rss0, "server_rss_kib_after": rss1,
             "clients_per_gib": match (rss0, rss1) { (Some(b), Some(e)) if e > b => Some((n as f64) * 1024.0 * 1024.0 / (e - b) as f64), _ => None } });
         println!("{summary}");
@@ -608,11 +629,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Progress once a second while sending.
-    let cpu0 = a.server_pid.and_then(proc_sample);
+    let cpu0 = proc_sample_all(&a.server_pid);
     let mut rss_max = 0u64;
     let progress = {
         let stats = stats.clone();
-        let pid = a.server_pid;
+        let pids = a.server_pid.clone();
         tokio::spawn(async move {
             let mut last = (0, 0);
             let mut rss_max = 0u64;
@@ -622,7 +643,7 @@ async fn main() -> anyhow::Result<()> {
                     stats.sent.load(Ordering::Relaxed),
                     stats.delivered.load(Ordering::Relaxed),
                 );
-                let rss = pid.and_then(proc_sample).map(|p| p.1).unwrap_or(0);
+                let rss = proc_sample_all(&pids).map(|p| p.1).unwrap_or(0);
                 rss_max = rss_max.max(rss);
                 eprintln!(
                     "[{:>4.0}s] sent {s} (+{}/s) delivered {d} (+{}/s) errors {} reconnects {} server rss {} MiB",
@@ -650,7 +671,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let send_secs = started.elapsed().as_secs_f64();
     rss_max = rss_max.max(progress.await.unwrap_or(0));
-    let cpu1 = a.server_pid.and_then(proc_sample);
+    let cpu1 = proc_sample_all(&a.server_pid);
     settling.store(true, Ordering::Relaxed);
 
     // Convergence: every observer equals the merge of everything sent to its session.

@@ -114,11 +114,11 @@ pub fn file_path_changed(
     o: &Origin,
 ) {
     let msg = event(session_id, file, Some(old_path), o);
-    let name = match PathChange::of(old_path, &file.path) {
-        PathChange::Renamed => "file:renamed",
-        PathChange::Moved => "file:moved",
-    };
-    out.emit(vec![room(session_id)], None, name, &msg);
+    let rooms = vec![room(session_id)];
+    match PathChange::of(old_path, &file.path) {
+        PathChange::Renamed => out.emit(rooms, None, "file:renamed", &msg),
+        PathChange::Moved => out.emit(rooms, None, "file:moved", &msg),
+    }
 }
 
 /// `file:deleted` to the session's sockets.

@@ -168,9 +168,11 @@ pub fn scan_events(file: &str, src: &str, into: &mut Events) {
     let emit =
         Regex::new(r"(?:\bemit_or_kick\(\s*[^,()]+,|\.emit(?:_with_ack)?(?:::<[^>]*>)?\()\s*")
             .unwrap();
+    // `Broadcast::emit(rooms, except, "name", …)`.
+    let broadcast = Regex::new(r#"^[^,"]+,\s*[^,"]+,\s*"([^"]+)""#).unwrap();
     for m in emit.find_iter(src) {
         let rest = &src[m.end()..];
-        if let Some(c) = literal.captures(rest) {
+        if let Some(c) = literal.captures(rest).or_else(|| broadcast.captures(rest)) {
             into.emitted.insert(c[1].to_owned());
         } else if !rest.starts_with("event,") {
             panic!(
