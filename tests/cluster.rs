@@ -259,6 +259,17 @@ async fn three_nodes_converge_and_share_presence_chat_typing_files_and_roles() {
     b.client.close();
     let e = a.expect_event("user-left").await;
     assert_eq!(e.args[0].as_json().unwrap()["userId"], "b");
+
+    // Without an outage no node ever lost its subscription (the liveness
+    // PING must not be mistaken for a dead connection).
+    for n in &c.nodes {
+        let metrics = n.get("/metrics").await.1;
+        let reconnects = metrics
+            .lines()
+            .find(|l| l.starts_with("tandem_cluster_redis_reconnects_total"))
+            .unwrap_or("none 0");
+        assert!(reconnects.ends_with(" 0"), "{reconnects}\n{}", n.log_text());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,9 +313,17 @@ async fn kill_9_of_a_node_mid_edit_loses_no_acknowledged_edit() {
     assert!(acked.transact().state_vector().len() > 0);
 
     // Node 1 drops the dead node's user.
-    let e = b
-        .expect_event_within("user-left", Duration::from_secs(5))
-        .await;
+    let left = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.expect_event_within("user-left", Duration::from_secs(10)),
+    )
+    .await;
+    let Ok(e) = left else {
+        panic!(
+            "no user-left after the kill; node 1:\n{}",
+            c.nodes[1].log_text()
+        );
+    };
     assert_eq!(e.args[0].as_json().unwrap()["userId"], "a");
 
     // a reconnects to node 1 with the document it had and converges.
@@ -351,6 +370,8 @@ async fn a_redis_restart_mid_session_loses_nothing_and_broadcasts_resume() {
     // Edits are acknowledged during the outage (PostgreSQL is the truth).
     edit_and_ack(&a, &sid, 20, 12).await;
     edit_and_ack(&b, &sid, 20, 13).await;
+    // Longer than the node timeout: a deaf node does not drop the others.
+    b.expect_no_event("user-left", Duration::from_secs(2)).await;
 
     c.redis.restart().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -100,6 +100,21 @@ impl Fanout for ClusterFanout {
             },
             &[],
         );
+        // A row committed elsewhere between the load's read and the copy
+        // going live was announced to nobody here: read it back at once
+        // rather than at the next periodic check.
+        let (manager, doc) = (self.manager.clone(), doc_id.to_owned());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(super::GAP_GRACE).await;
+                let Some(m) = manager.upgrade() else { return };
+                if let Some(d) = m.get_loaded(&doc)
+                    && let Err(e) = m.catch_up(&d).await
+                {
+                    tracing::warn!(doc_id = %doc, error = %e, "catching up after a load failed");
+                }
+            });
+        }
     }
 
     fn presence_changed(&self, doc_id: &str) {

@@ -58,7 +58,9 @@
 //! heard from for `--cluster-node-timeout-ms` (it died, or its link to
 //! Redis did) is dropped everywhere: its users leave and their cursors go.
 //! Its clients reconnect to any node and resync (the log has every
-//! acknowledged edit). A node shutting down says so (`Bye`) at once.
+//! acknowledged edit). A node shutting down says so (`Bye`) at once. A node
+//! that cannot hear (its own subscription is down) judges no one: a Redis
+//! outage does not make every other node's users leave.
 //!
 //! # What stays per node
 //!
@@ -253,6 +255,15 @@ impl Cluster {
         nodes.insert(node.to_owned(), Instant::now()).is_none()
     }
 
+    /// Restarts every node's silence count (after this node was deaf).
+    fn hear_all_again(&self) {
+        let now = Instant::now();
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for t in nodes.values_mut() {
+            *t = now;
+        }
+    }
+
     fn forget(&self, node: &str) {
         self.nodes
             .lock()
@@ -305,6 +316,7 @@ impl Cluster {
                 tracing::info!(node_id = %self.node, "Redis subscription restored; catching up");
             }
             connected_before = true;
+            self.hear_all_again();
             self.subscribed.store(true, Ordering::Release);
             metrics::gauge!("tandem_cluster_redis_up").set(1.0);
             // Anything published while this node was not listening is in
@@ -321,7 +333,7 @@ impl Cluster {
                         None => break,
                     },
                     _ = ping.tick() => {
-                        let alive = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                        let alive = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
                         if !matches!(alive, Ok(Ok(_))) {
                             break;
                         }
@@ -349,9 +361,14 @@ impl Cluster {
                 last_beat = now;
                 self.publish(Msg::Heartbeat, &[]);
             }
-            for node in self.expired(now) {
-                tracing::warn!(node_id = %node, "node not heard from; dropping its presence");
-                rx.drop_node(&node);
+            // While this node hears nothing it cannot tell who died: it
+            // judges silences only while subscribed (a Redis outage does
+            // not make every other node's users leave).
+            if self.subscribed.load(Ordering::Acquire) {
+                for node in self.expired(now) {
+                    tracing::warn!(node_id = %node, "node not heard from; dropping its presence");
+                    rx.drop_node(&node);
+                }
             }
             let manager = rx.manager();
             manager.catch_up_gaps(GAP_GRACE).await;
