@@ -310,7 +310,7 @@ async fn kill_9_of_a_node_mid_edit_loses_no_acknowledged_edit() {
         _ = tokio::time::sleep(Duration::from_millis(1500)) => {}
     }
     c.nodes[0].kill_9().await;
-    assert!(acked.transact().state_vector().len() > 0);
+    assert!(!acked.transact().state_vector().is_empty());
 
     // Node 1 drops the dead node's user.
     let left = tokio::time::timeout(
