@@ -205,12 +205,14 @@ fn spawn_reader(
         let mut queued: Vec<Bytes> = Vec::new();
         // Kept per observer while sending: no lock shared with the others.
         let mut latencies: Vec<u32> = Vec::new();
-        let apply = |queued: &mut Vec<Bytes>| {
-            let mut txn = doc.transact_mut();
+        // Relays that skip clocks (this client was away and its pull's
+        // reply has not come yet) wait for their predecessors: a yrs
+        // replica with a hole answers sync requests with structs at the
+        // wrong clocks (see `tandem::core::HeldBack`).
+        let mut pending = tandem::core::HeldBack::default();
+        let apply = |queued: &mut Vec<Bytes>, pending: &mut tandem::core::HeldBack| {
             for b in queued.drain(..) {
-                if let Ok(u) = Update::decode_v1(&b) {
-                    let _ = txn.apply_update(u);
-                }
+                let _ = pending.apply(&doc, &b);
             }
         };
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -221,7 +223,7 @@ fn spawn_reader(
                     if settling.load(Ordering::Relaxed) && !queued.is_empty() {
                         // Hand over the samples before the replica can look converged.
                         stats.latencies_us.lock().unwrap().append(&mut latencies);
-                        apply(&mut queued);
+                        apply(&mut queued, &mut pending);
                     }
                     continue;
                 }
@@ -259,11 +261,11 @@ fn spawn_reader(
                     queued.push(b.clone());
                     if settling.load(Ordering::Relaxed) {
                         stats.latencies_us.lock().unwrap().append(&mut latencies);
-                        apply(&mut queued);
+                        apply(&mut queued, &mut pending);
                     }
                 }
                 "yjs-sync-step-1" | "sync-step-1" => {
-                    apply(&mut queued);
+                    apply(&mut queued, &mut pending);
                     let sv = ev
                         .args
                         .get(bin_at)
@@ -283,7 +285,7 @@ fn spawn_reader(
         }
         // Leaving (churn): keep the samples and what was queued.
         stats.latencies_us.lock().unwrap().append(&mut latencies);
-        apply(&mut queued);
+        apply(&mut queued, &mut pending);
     })
 }
 
@@ -562,7 +564,9 @@ async fn main() -> anyhow::Result<()> {
                 if leave.is_some_and(|l| Instant::now() >= l) {
                     conn.detach().await;
                     tokio::time::sleep(away).await;
-                    conn = match attach(&a, &session, &user, &doc, None, &stats, &settling, false)
+                    // Pull what the others sent while this editor was away:
+                    // its replica answers the server's sync requests.
+                    conn = match attach(&a, &session, &user, &doc, None, &stats, &settling, true)
                         .await
                     {
                         Ok(c) => c,

@@ -4,6 +4,7 @@
 //! snapshots. Adapters call it; it reports what must reach sockets through the
 //! [`Fanout`] trait they implement.
 
+mod held;
 pub mod inspect;
 mod limits;
 mod log;
@@ -12,6 +13,7 @@ mod replica;
 mod session;
 mod textedit;
 
+pub use held::HeldBack;
 pub use limits::{DEFAULT_MAX_NESTED_TYPES, Limits, UpdateBudget};
 pub use manager::{DocLease, DocManager, ManagerConfig};
 pub use session::{

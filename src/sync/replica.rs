@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, TextRef, Transact, Update};
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, TextRef, Transact};
 
 use crate::core::{TEXT_NAME, edit_text};
 
@@ -12,6 +12,9 @@ use crate::core::{TEXT_NAME, edit_text};
 pub struct Replica {
     doc: Doc,
     text: TextRef,
+    /// Session updates waiting for their predecessors (a relay that came
+    /// before the reply to this agent's sync request after a reconnect).
+    held: std::sync::Mutex<crate::core::HeldBack>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -33,7 +36,11 @@ impl Default for Replica {
     fn default() -> Self {
         let doc = new_doc();
         let text = doc.get_or_insert_text(TEXT_NAME);
-        Replica { doc, text }
+        Replica {
+            doc,
+            text,
+            held: Default::default(),
+        }
     }
 }
 
@@ -63,10 +70,13 @@ impl Replica {
         Ok(self.doc.transact().encode_state_as_update_v1(&sv))
     }
 
-    /// Applies an update from the session.
+    /// Applies an update from the session, once the replica holds every
+    /// clock before it ([`HeldBack`](crate::core::HeldBack): a replica
+    /// with a hole would answer the server's sync requests with structs at
+    /// the wrong clocks).
     pub fn apply(&self, update: &[u8]) -> anyhow::Result<()> {
-        let update = Update::decode_v1(update)?;
-        self.doc.transact_mut().apply_update(update)?;
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.apply(&self.doc, update).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
