@@ -576,7 +576,7 @@ impl Store for FaultyStore {
     async fn read_log_since(&self, id: &str, after: i64) -> StoreResult<Option<LogTail>> {
         self.inner.read_log_since(id, after).await
     }
-    async fn log_heads(&self, s: &str) -> StoreResult<Vec<(String, i64)>> {
+    async fn log_heads(&self, s: &[String]) -> StoreResult<Vec<(String, i64)>> {
         self.inner.log_heads(s).await
     }
     async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {

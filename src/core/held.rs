@@ -58,7 +58,6 @@ impl HeldBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yrs::updates::encoder::Encode;
     use yrs::{GetString, StateVector, Text};
 
     #[test]

@@ -6,7 +6,7 @@
 //! after a Redis reconnect. Applying a row twice changes nothing (Yjs), so
 //! either path may run first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -106,30 +106,29 @@ impl DocManager {
     }
 
     /// Catches up every loaded document whose log head moved past its copy
-    /// (one query per session): the periodic check that does not rely on
-    /// notifications at all.
+    /// (one query for all of them): the periodic check that does not rely
+    /// on notifications at all.
     pub async fn check_heads(&self) {
-        let mut by_session: BTreeMap<String, Vec<Arc<SessionDoc>>> = BTreeMap::new();
-        for doc in self.loaded_docs() {
-            if let Ok(d) = crate::model::DocId::parse(&doc.id) {
-                by_session.entry(d.session).or_default().push(doc);
-            }
+        let docs = self.loaded_docs();
+        let sessions: BTreeSet<String> = docs
+            .iter()
+            .filter_map(|d| crate::model::DocId::parse(&d.id).ok())
+            .map(|d| d.session)
+            .collect();
+        if sessions.is_empty() {
+            return;
         }
-        for (session, docs) in by_session {
-            let heads = match self.store().log_heads(&session).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(session_id = %session, error = %e, "reading log heads failed");
-                    continue;
-                }
-            };
-            for doc in docs {
-                let behind = heads
-                    .iter()
-                    .any(|(id, head)| **id == *doc.id && *head > doc.log_through());
-                if behind {
-                    self.catch_up_logged(&doc).await;
-                }
+        let sessions: Vec<String> = sessions.into_iter().collect();
+        let heads: HashMap<String, i64> = match self.store().log_heads(&sessions).await {
+            Ok(h) => h.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading log heads failed");
+                return;
+            }
+        };
+        for doc in docs {
+            if heads.get(&*doc.id).is_some_and(|h| *h > doc.log_through()) {
+                self.catch_up_logged(&doc).await;
             }
         }
     }

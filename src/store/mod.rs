@@ -223,9 +223,9 @@ pub trait Store: Send + Sync + 'static {
     /// The log rows of a document after `doc_seq` `after` (a node catching
     /// up on what it missed); `None` if the document does not exist.
     async fn read_log_since(&self, doc_id: &str, after: i64) -> StoreResult<Option<LogTail>>;
-    /// The log head (latest `doc_seq`) of every document of a session, as
-    /// `(document id, head)`; empty for an unknown session.
-    async fn log_heads(&self, session_id: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// The log head (latest `doc_seq`) of every document of these sessions,
+    /// as `(document id, head)`; unknown sessions have none.
+    async fn log_heads(&self, session_ids: &[String]) -> StoreResult<Vec<(String, i64)>>;
     /// Snapshot plus remaining log rows of a document; `None` if the
     /// document (its session, or its file) does not exist.
     async fn load_document(&self, doc_id: &str) -> StoreResult<Option<StoredDocument>>;

@@ -616,17 +616,23 @@ macro_rules! sql_store {
                 Ok(Some(LogTail { head, updates, snapshot }))
             }
 
-            async fn log_heads(&self, session_id: &str) -> StoreResult<Vec<(String, i64)>> {
-                let rows = sqlx::query("SELECT id, log_head FROM files WHERE session_id = $1")
-                    .bind(session_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let id: String = r.try_get("id")?;
-                    let head: i64 = r.try_get("log_head")?;
-                    if let Some(d) = DocId::for_file(session_id, &id) {
-                        out.push((d.to_string(), head));
+            async fn log_heads(&self, session_ids: &[String]) -> StoreResult<Vec<(String, i64)>> {
+                let mut out = Vec::new();
+                // One query per 500 sessions (bind-parameter limits).
+                for chunk in session_ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT session_id, id, log_head FROM files WHERE session_id IN (");
+                    let mut list = qb.separated(", ");
+                    for sid in chunk {
+                        list.push_bind(sid.as_str());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&self.pool).await? {
+                        let sid: String = r.try_get("session_id")?;
+                        let id: String = r.try_get("id")?;
+                        let head: i64 = r.try_get("log_head")?;
+                        if let Some(d) = DocId::for_file(&sid, &id) {
+                            out.push((d.to_string(), head));
+                        }
                     }
                 }
                 Ok(out)
