@@ -185,8 +185,9 @@ pub struct Config {
     #[arg(long, env = "TANDEM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// This node's name in a cluster (logs, metrics, presence). Default:
-    /// the host name plus a random suffix, new on every start.
+    /// This node's name in a cluster (logs, metrics, presence); each run
+    /// adds `#<random>` so a restarted node is a new one to the others.
+    /// Default: the host name plus a random suffix.
     #[arg(long, env = "TANDEM_NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
 

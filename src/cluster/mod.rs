@@ -179,7 +179,13 @@ impl Cluster {
         .map_err(|_| anyhow::anyhow!("timed out"))
         .and_then(|r| r.map_err(Into::into))
         .with_context(|| format!("cannot reach Redis at {}", redacted(url)))?;
-        let node = c.node_id.clone().unwrap_or_else(default_node_id);
+        // A node restarted under the same --node-id is another node to the
+        // others: what its previous run held must expire, not stay listed
+        // under a name that lives on.
+        let node = match &c.node_id {
+            Some(id) => format!("{id}#{:04x}", rand::random::<u16>()),
+            None => default_node_id(),
+        };
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish_loop(publisher.clone(), rx));
         tracing::info!(node_id = %node, redis = %redacted(url), "cluster mode");
