@@ -14,10 +14,13 @@ use yrs::{Doc, ReadTxn, Transact, Update};
 
 use super::inspect::{inspect_update, skips_clocks};
 
+/// An update's bytes and the clock ranges it covers (`(client, start, end)`).
+type Waiting = (Vec<u8>, Vec<(u64, u32, u32)>);
+
 /// Updates waiting for their predecessors.
 #[derive(Debug, Default)]
 pub struct HeldBack {
-    waiting: Vec<(Vec<u8>, Vec<(u64, u32, u32)>)>,
+    waiting: Vec<Waiting>,
 }
 
 impl HeldBack {
