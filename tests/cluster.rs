@@ -490,3 +490,61 @@ async fn cluster_mode_refuses_sqlite_and_a_disabled_log() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_y_websocket_client_on_another_node_edits_with_a_native_one() {
+    let Some(c) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let a = c.peer(0, "a", &sid).await;
+    let (w, mut wrx) =
+        tandem::client::Client::connect_ywebsocket(&c.nodes[1].url, &sid, Some(&c.token("w")))
+            .await
+            .unwrap();
+    let wdoc = yrs::Doc::new();
+    let text = wdoc.get_or_insert_text("monaco");
+    // Reads y-websocket traffic into `wdoc` until it shows `want`.
+    let read_until = async |want: &str, wrx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while yrs::GetString::get_string(&text, &wdoc.transact()) != want {
+            let inc = tokio::time::timeout_at(deadline, wrx.recv())
+                .await
+                .expect("the y-websocket client got the edit in time")
+                .expect("connection open");
+            if let tandem::client::Incoming::Event(ev) = inc {
+                match ev.name.as_str() {
+                    "sync-step-1" => {
+                        if let Some(ack) = ev.ack {
+                            ack.reply(vec![Arg::bin(vec![0u8])]).unwrap();
+                        }
+                    }
+                    "sync-update" | "sync-step-2" => {
+                        let u = yrs::Update::decode_v1(ev.args[0].as_bin().unwrap()).unwrap();
+                        wdoc.transact_mut().apply_update(u).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    // A native edit on node 0 reaches the y-websocket client on node 1 ...
+    let u = a.edit(|t, txn| yrs::Text::insert(t, txn, 0, "native"));
+    assert_eq!(a.send_update(&sid, u, true).await.unwrap()["ok"], true);
+    read_until("native", &mut wrx).await;
+    // ... and its edit reaches the native client.
+    let u = {
+        let mut txn = wdoc.transact_mut();
+        yrs::Text::insert(&text, &mut txn, 6, " + yws");
+        txn.encode_update_v1()
+    };
+    w.emit("sync-update", vec![Arg::bin(u)]).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the native client sees the edit",
+        || a.text() == "native + yws",
+    )
+    .await;
+    c.converge(&sid, &[&a], Duration::from_secs(5)).await;
+    w.close();
+}
