@@ -13,6 +13,9 @@ use super::wire::Msg;
 use crate::core::{DocManager, Fanout};
 use crate::model::{DocId, Participant};
 
+/// Updates per message stop growing past this many bytes.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 pub struct ClusterFanout {
     inner: Arc<dyn Fanout>,
     cluster: Arc<Cluster>,
@@ -123,13 +126,21 @@ impl Fanout for ClusterFanout {
         }
     }
 
-    fn committed(&self, doc_id: &str, seq: i64, update: &Bytes) {
-        self.cluster.publish(
-            Msg::Update {
-                doc: doc_id.to_owned(),
-                seq,
-            },
-            update,
-        );
+    fn committed(&self, rows: &[(&str, i64, &Bytes)]) {
+        // One message per commit, split where its payload passes
+        // MAX_MESSAGE_BYTES (a commit holds up to --log-batch-rows updates
+        // of up to --max-update-bytes each).
+        let mut payload = Vec::new();
+        let mut batch = Vec::new();
+        for (doc, seq, update) in rows {
+            if !batch.is_empty() && payload.len() + update.len() > MAX_MESSAGE_BYTES {
+                let rows = std::mem::take(&mut batch);
+                self.cluster.publish(Msg::Updates { rows }, &payload);
+                payload.clear();
+            }
+            payload.extend_from_slice(update);
+            batch.push(((*doc).to_owned(), *seq, update.len()));
+        }
+        self.cluster.publish(Msg::Updates { rows: batch }, &payload);
     }
 }

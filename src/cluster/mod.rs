@@ -11,8 +11,9 @@
 //! commits). A loaded copy knows which rows it holds (`through`, plus rows
 //! heard of out of order).
 //!
-//! **Redis carries notifications, never the guarantee.** After a commit the
-//! node publishes `{doc, seq}` + the update; a node holding the document
+//! **Redis carries notifications, never the guarantee.** After a group
+//! commit the node publishes its rows (`{doc, seq}` + the update each, one
+//! message per commit); a node holding the document
 //! applies what it lacks and relays it to its sockets. Whenever the copy
 //! may have missed something it reads the log back (`doc_seq > through`):
 //! - a gap (row `n + 2` heard of while `n + 1` was not) still open after

@@ -66,11 +66,19 @@ impl Receiver {
         }
         let manager = &self.app.manager;
         match header.msg {
-            Msg::Update { doc, seq } => {
+            Msg::Updates { rows } => {
                 let lag = crate::model::now_ms() as u64;
                 metrics::histogram!("tandem_cluster_lag_seconds")
                     .record(lag.saturating_sub(header.at) as f64 / 1000.0);
-                manager.apply_logged(&doc, seq, payload);
+                let mut rest = payload;
+                for (doc, seq, len) in rows {
+                    let Some((update, tail)) = rest.split_at_checked(len) else {
+                        metrics::counter!("tandem_cluster_malformed_total").increment(1);
+                        return;
+                    };
+                    rest = tail;
+                    manager.apply_logged(&doc, seq, update);
+                }
             }
             Msg::Awareness { doc } => {
                 let Some(d) = manager.get_loaded(&doc) else {

@@ -21,9 +21,10 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum Msg {
-    /// Row `seq` of `doc`'s log committed; the payload is the update. A
-    /// hint: the receiver fills any gap from the log.
-    Update { doc: String, seq: i64 },
+    /// A group commit's rows: `(doc, seq, length)` each, the updates
+    /// concatenated in the payload in that order. A hint: the receiver
+    /// fills any gap from the log.
+    Updates { rows: Vec<(String, i64, usize)> },
     /// Awareness states of the sender's connections; the payload is the
     /// awareness update.
     Awareness { doc: String },
@@ -82,9 +83,8 @@ mod tests {
     #[test]
     fn messages_round_trip_with_binary_payloads() {
         let cases = [
-            Msg::Update {
-                doc: "s~f".into(),
-                seq: 7,
+            Msg::Updates {
+                rows: vec![("s~f".into(), 7, 2), ("s".into(), 3, 2)],
             },
             Msg::Emit {
                 rooms: vec!["session:s".into()],

@@ -156,15 +156,20 @@ async fn writer(
         // Each committed row's number: this copy holds it, and (cluster
         // mode) the other nodes hear of it.
         let mut seqs = seqs.into_iter();
+        let mut rows = Vec::with_capacity(batch.len());
         for item in &batch {
             let Some(entry) = &item.entry else { continue };
             if let Some(Some(seq)) = seqs.next() {
                 item.doc.note_seq(seq);
-                if let Some(f) = fanout.get() {
-                    f.committed(&entry.doc_id, seq, &entry.update);
-                }
+                rows.push((&*entry.doc_id, seq, &entry.update));
             }
         }
+        if let Some(f) = fanout.get()
+            && !rows.is_empty()
+        {
+            f.committed(&rows);
+        }
+        drop(rows);
         entries.clear();
         for item in batch.drain(..) {
             if item.entry.is_none() {

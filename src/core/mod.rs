@@ -54,7 +54,8 @@ pub trait Fanout: Send + Sync + 'static {
     /// A connection of this node joined or left the document, or its role
     /// changed (cluster mode: tell the other nodes).
     fn presence_changed(&self, _doc_id: &str) {}
-    /// An update's log row committed as the document's row `seq` (cluster
-    /// mode: tell the other nodes).
-    fn committed(&self, _doc_id: &str, _seq: i64, _update: &Bytes) {}
+    /// A group commit wrote these rows: `(document id, its row number
+    /// there, the update)`, in commit order (cluster mode: tell the other
+    /// nodes, one message per commit).
+    fn committed(&self, _rows: &[(&str, i64, &Bytes)]) {}
 }
