@@ -370,8 +370,11 @@ async fn a_redis_restart_mid_session_loses_nothing_and_broadcasts_resume() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Edits are acknowledged during the outage (PostgreSQL is the truth).
+    // Edits are acknowledged during the outage (PostgreSQL is the truth),
+    // and a read on the other node shows them at once: it catches up from
+    // the log before answering.
     edit_and_ack(&a, &sid, 20, 12).await;
+    assert_eq!(c.text_on(1, &sid).await, a.text(), "GET /text on node 1");
     edit_and_ack(&b, &sid, 20, 13).await;
     // Longer than the node timeout: a deaf node does not drop the others.
     b.expect_no_event("user-left", Duration::from_secs(2)).await;

@@ -31,6 +31,8 @@ pub struct ManagerConfig {
     pub update_log: bool,
     pub log_batch_rows: usize,
     pub log_batch_delay: Duration,
+    /// Cluster mode: other nodes append to the same log.
+    pub replicated: bool,
 }
 
 impl ManagerConfig {
@@ -48,6 +50,7 @@ impl ManagerConfig {
             update_log: c.update_log,
             log_batch_rows: c.log_batch_rows,
             log_batch_delay: Duration::from_millis(c.log_batch_delay_ms),
+            replicated: c.redis_url.is_some(),
         }
     }
 }
@@ -359,6 +362,26 @@ impl DocManager {
             return Err(Error::internal());
         }
         Ok(())
+    }
+
+    /// Opens a document to show its state to someone (HTTP reads, an HTTP
+    /// content replace): in cluster mode the copy first applies every row
+    /// other nodes committed, so whichever node answers shows every
+    /// acknowledged edit.
+    pub async fn open_fresh(&self, id: &str) -> Result<DocLease, Error> {
+        let lease = self.open(id).await?;
+        if self.cfg.replicated
+            && let Err(e) = self.catch_up(&lease).await
+        {
+            tracing::warn!(doc_id = id, error = %e, "catching up before a read failed");
+            return Err(Error::internal());
+        }
+        Ok(lease)
+    }
+
+    /// Whether other nodes append to the same log (cluster mode).
+    pub fn replicated(&self) -> bool {
+        self.cfg.replicated
     }
 
     /// Deletes a document from memory without flushing (its session is gone).

@@ -69,17 +69,25 @@ async fn get_file(st: &HttpState, session_id: &str, file_id: &str) -> ApiResult<
 
 /// A document's text: the live document if loaded, else the text of its
 /// latest snapshot, else (a main file never snapshotted) the loaded document.
+/// In cluster mode another node may hold the document with edits its
+/// latest snapshot lacks: the document is loaded (or caught up) instead.
 async fn current_text(st: &HttpState, doc_id: &str) -> ApiResult<String> {
-    if let Some(doc) = st.app.manager.get_loaded(doc_id) {
+    let manager = &st.app.manager;
+    if let Some(doc) = manager.get_loaded(doc_id) {
+        if manager.replicated() {
+            manager.catch_up(&doc).await.map_err(Error::from)?;
+        }
         let text = doc.text();
         // What this shows must survive a crash right after it was shown.
-        st.app.manager.durable(&doc).await;
+        manager.durable(&doc).await;
         return Ok(text);
     }
-    if let Some(text) = st.app.manager.store().stored_text(doc_id).await? {
+    if !manager.replicated()
+        && let Some(text) = manager.store().stored_text(doc_id).await?
+    {
         return Ok(text);
     }
-    Ok(st.app.manager.open(doc_id).await?.text())
+    Ok(manager.open_fresh(doc_id).await?.text())
 }
 
 fn check_language(language: Option<&str>) -> ApiResult<()> {
@@ -411,7 +419,8 @@ pub async fn put_content(
     check_workspace_bytes(&st, &id, file.size.max(0) as u64, text.len() as u64).await?;
     let doc_id = doc_id(&id, &file_id)?;
     let manager = &st.app.manager;
-    let lease = manager.open(&doc_id).await?;
+    // The diff is taken against the text every node agrees on so far.
+    let lease = manager.open_fresh(&doc_id).await?;
     let state = lease.encode_state()?;
     let update = tokio::task::spawn_blocking(move || replace_text_update(&state, &text))
         .await

@@ -587,7 +587,7 @@ async fn open_for_viewer(
     id: &str,
 ) -> ApiResult<crate::core::DocLease> {
     authorize(st, user, id, Role::Viewer).await?;
-    Ok(st.app.manager.open(id).await?)
+    Ok(st.app.manager.open_fresh(id).await?)
 }
 
 #[utoipa::path(
