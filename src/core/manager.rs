@@ -364,10 +364,11 @@ impl DocManager {
         Ok(())
     }
 
-    /// Opens a document to show its state to someone (HTTP reads, an HTTP
-    /// content replace): in cluster mode the copy first applies every row
-    /// other nodes committed, so whichever node answers shows every
-    /// acknowledged edit.
+    /// Opens a document to show its state to someone (a join, HTTP reads,
+    /// an HTTP content replace): in cluster mode the copy first applies
+    /// every row other nodes committed, so whichever node answers shows
+    /// every acknowledged edit (a client of a node that died reconnects
+    /// anywhere and gets all it had acknowledged at once).
     pub async fn open_fresh(&self, id: &str) -> Result<DocLease, Error> {
         let lease = self.open(id).await?;
         if self.cfg.replicated

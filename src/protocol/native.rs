@@ -410,7 +410,7 @@ async fn join(s: &SocketRef, st: &AppState, session_id: &str) -> Result<JoinRepl
         .map_err(|e| e.with_session(session_id))?;
     let lease = st
         .manager
-        .open(&session.id)
+        .open_fresh(&session.id)
         .await
         .map_err(|e| e.with_session(session_id))?;
     let chat = st
@@ -469,7 +469,11 @@ async fn open_file(
     if doc_id.is_main() || lock(&c.joined).docs.contains_key(&key) {
         return Ok((doc_id, file));
     }
-    let lease = st.manager.open(&key).await.map_err(|e| e.with_doc(&key))?;
+    let lease = st
+        .manager
+        .open_fresh(&key)
+        .await
+        .map_err(|e| e.with_doc(&key))?;
     let mut joined = lock(&c.joined);
     if joined.closed {
         return Err(gone());

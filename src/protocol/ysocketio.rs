@@ -129,7 +129,7 @@ async fn connect(
         Err(e) => return Err((e, pending)),
     };
     // A missing file is FILE_NOT_FOUND from the load itself.
-    let lease = match st.manager.open(&id).await {
+    let lease = match st.manager.open_fresh(&id).await {
         Ok(l) => l,
         Err(e) => return Err((e, pending)),
     };

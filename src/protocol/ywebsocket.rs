@@ -300,7 +300,7 @@ async fn admit(
     let user = super::authenticate(st, auth.as_ref())?;
     let doc_id = DocId::parse(doc)?;
     let (_session, role) = super::resolve_session(st, &user, &doc_id.session).await?;
-    let lease = st.manager.open(doc).await?;
+    let lease = st.manager.open_fresh(doc).await?;
     Ok((ConnState::new(user, &st.config), role, lease))
 }
 
