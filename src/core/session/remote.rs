@@ -216,10 +216,12 @@ impl SessionDoc {
             return Ok(None);
         }
         for (id, entry) in &update.clients {
-            if &*entry.json == "null" {
-                inner.awareness_owner.remove(id);
-            } else {
+            if &*entry.json != "null" {
                 inner.awareness_owner.insert(*id, owner.clone());
+            } else if inner.awareness_owner.get(id) == Some(&owner) {
+                // Only the node that holds a state gives it up: a client
+                // that moved on to another node keeps its cursor there.
+                inner.awareness_owner.remove(id);
             }
         }
         let out = Bytes::from(update.encode_v1());
@@ -280,6 +282,106 @@ impl SessionDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::User;
+    use crate::core::Limits;
+    use crate::model::Role;
+    use crate::store::StoredDocument;
+    use yrs::Doc;
+    use yrs::sync::Awareness;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            name: id.to_uppercase(),
+            sessions: Default::default(),
+            guest_cap: None,
+        }
+    }
+
+    fn p(id: &str, role: Role) -> Participant {
+        Participant {
+            id: id.into(),
+            name: id.to_uppercase(),
+            role,
+            color: String::new(),
+        }
+    }
+
+    /// An awareness update for client `id` with `state` (`None` = removal).
+    fn aw(id: u64, clock_bumps: usize, state: Option<&str>) -> Vec<u8> {
+        let mut a = Awareness::new(Doc::with_client_id(id));
+        for _ in 0..clock_bumps {
+            a.set_local_state_raw(r#"{"x":0}"#);
+        }
+        match state {
+            Some(s) => a.set_local_state_raw(s),
+            None => a.clean_local_state(),
+        }
+        a.update_with_clients([ClientID::new(id)])
+            .unwrap()
+            .encode_v1()
+    }
+
+    #[test]
+    fn other_nodes_users_join_and_leave_like_local_ones() {
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
+        d.join("c1", &user("u1"), Role::Editor);
+        // Node n lists u1 (also here) and u2: only u2 is new.
+        let ch = d.set_node_presence("n", &[p("u1", Role::Viewer), p("u2", Role::Editor)]);
+        assert_eq!(
+            ch.joined.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["u2"]
+        );
+        assert_eq!(d.participants().len(), 2);
+        // What this node tells the others: its own users only.
+        let local = d.local_participants();
+        assert_eq!((local.len(), local[0].id.as_str()), (1, "u1"));
+        // Other nodes' users are not this node's to re-role.
+        assert!(d.role_targets().iter().all(|t| !is_remote(&t.conn)));
+        // Node n's next list drops u1: u1 stays (c1 is here), nothing leaves.
+        let ch = d.set_node_presence("n", &[p("u2", Role::Editor)]);
+        assert!(ch.joined.is_empty() && ch.left.is_empty());
+        // Node n dies: u2 leaves.
+        let (ch, removal) = d.drop_node("n");
+        assert_eq!(ch.left, ["u2"]);
+        assert!(removal.is_none());
+        assert_eq!(d.participants().len(), 1);
+    }
+
+    #[test]
+    fn awareness_states_belong_to_the_node_that_relayed_them() {
+        let d = SessionDoc::load("s", &StoredDocument::default(), &Limits::default()).unwrap();
+        d.join("c1", &user("u1"), Role::Editor);
+        d.apply_awareness("c1", &aw(1, 0, Some(r#"{"me":1}"#)))
+            .unwrap();
+        // Node n cannot touch the local connection's state ...
+        assert!(
+            d.apply_node_awareness("n", &aw(1, 5, Some(r#"{"forged":1}"#)))
+                .unwrap()
+                .is_none()
+        );
+        // ... but relays its own; the local connection cannot touch that.
+        assert!(
+            d.apply_node_awareness("n", &aw(2, 0, Some(r#"{"n":1}"#)))
+                .unwrap()
+                .is_some()
+        );
+        assert!(d.apply_awareness("c1", &aw(2, 3, None)).is_err());
+        // Only local states go to a node that asks.
+        let mine = decode_awareness(&d.local_awareness_states().unwrap()).unwrap();
+        assert_eq!(
+            mine.clients.keys().copied().collect::<Vec<_>>(),
+            [ClientID::new(1)]
+        );
+        // Client 2 moves to node m; node n's late removal leaves it with m.
+        d.apply_node_awareness("m", &aw(2, 2, Some(r#"{"m":1}"#)))
+            .unwrap();
+        d.apply_node_awareness("n", &aw(2, 1, None)).unwrap();
+        let (_, removal) = d.drop_node("n");
+        assert!(removal.is_none(), "n holds nothing any more");
+        let (_, removal) = d.drop_node("m");
+        assert!(removal.is_some(), "m's state of client 2 goes with m");
+    }
 
     #[test]
     fn log_position_tracks_gaps() {
