@@ -99,6 +99,9 @@ pub struct DocManager {
     log_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     fanout: super::log::FanoutCell,
     cfg: ManagerConfig,
+    /// Documents were unloaded since freed memory was last handed back.
+    trim_due: std::sync::atomic::AtomicBool,
+    last_trim: Mutex<Option<Instant>>,
 }
 
 impl DocManager {
@@ -123,6 +126,8 @@ impl DocManager {
             log_task: Mutex::new(task),
             fanout,
             cfg,
+            trim_due: std::sync::atomic::AtomicBool::new(false),
+            last_trim: Mutex::new(None),
         })
     }
 
@@ -541,6 +546,7 @@ impl DocManager {
 
     fn after_evict(&self, doc: Arc<SessionDoc>) {
         metrics::counter!("tandem_documents_unloaded_total").increment(1);
+        self.trim_due.store(true, Ordering::Release);
         if let Some(f) = self.fanout.get() {
             f.unloaded(&doc.id);
         }
@@ -597,6 +603,30 @@ impl DocManager {
             }
         }
         metrics::gauge!("tandem_documents_loaded").set(self.loaded() as f64);
+        self.release_free_memory(now).await;
+    }
+
+    /// Hands memory that unloaded documents freed back to the OS, at most
+    /// every 5 s. glibc's allocator keeps freed memory in its per-thread
+    /// arenas, so without this a server's RSS stays at its busiest
+    /// documents' size long after they were unloaded (BENCHMARKS.md, "Soak").
+    async fn release_free_memory(&self, now: Instant) {
+        const EVERY: Duration = Duration::from_secs(5);
+        {
+            let mut last = self.last_trim.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < EVERY)
+                || !self.trim_due.swap(false, Ordering::AcqRel)
+            {
+                return;
+            }
+            *last = Some(now);
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: malloc_trim only returns free memory of the allocator's
+            // own arenas to the OS; it is thread-safe.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
     }
 
     /// Runs [`tick`](Self::tick) every `period` until `shutdown`.
