@@ -49,6 +49,7 @@ fn check(data: &[u8]) {
     let snap = SessionDoc::load(
         "s",
         &StoredDocument {
+            head: 0,
             snapshot: Some(state),
             updates: Vec::new(),
         },
@@ -61,6 +62,7 @@ fn check(data: &[u8]) {
     let replay = SessionDoc::load(
         "s",
         &StoredDocument {
+            head: 0,
             snapshot: None,
             updates: logged,
         },
