@@ -29,10 +29,12 @@ fn check(data: &[u8]) {
     let doc = SessionDoc::load("s", &StoredDocument::default(), &limits()).expect("empty document loads");
     let mut logged = Vec::new();
     for f in &frames {
-        // What the manager would append to the durable log: the update,
-        // or the part yrs applied before failing.
+        // What the manager would append to the durable log: the update
+        // (also one held back for its predecessors: it is durable at once
+        // and applied when they come), or the part yrs applied before
+        // failing.
         match doc.apply_update(f, &limits()) {
-            Ok(Applied::Changed) => logged.push(f.to_vec()),
+            Ok(Applied::Changed | Applied::Parked) => logged.push(f.to_vec()),
             Ok(Applied::Partial { effective, .. }) => logged.push(effective.to_vec()),
             _ => {}
         }
