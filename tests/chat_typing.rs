@@ -13,21 +13,6 @@ use tandem::client::Arg;
 use tandem::client::{Client, ClientError, Incoming};
 use yrs::Text;
 
-async fn chat(p: &Peer, session: &str, content: &str) -> Value {
-    let r = p
-        .client
-        .emit_with_ack(
-            "chat-message",
-            vec![Arg::json(
-                json!({ "sessionId": session, "content": content }),
-            )],
-            common::peer::T,
-        )
-        .await
-        .unwrap();
-    r[0].as_json().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_reaches_members_only_and_survives_a_restart() {
     for b in common::backends() {
@@ -51,7 +36,7 @@ async fn chat_round(backend: Backend) {
     outsider.join("elsewhere").await;
 
     let evil = "<script>alert('x')</script> & \"quotes\" ünïcödé";
-    let reply = chat(&a, "room", &format!("  {evil}\n")).await;
+    let reply = a.chat("room", &format!("  {evil}\n")).await;
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(
         reply["message"]["content"], evil,
@@ -127,7 +112,7 @@ async fn role_changes_and_deletion_reach_connected_sockets() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let http = reqwest::Client::new();
     let owner = srv.token("owner", &[]);
-    let id = create_session(&srv, &owner, json!({ "title": "t" })).await;
+    let id = common::create_session(&srv.url, &owner, json!({ "title": "t" })).await;
     let role = |r: &'static str| {
         let (http, url, owner) = (
             http.clone(),
@@ -202,8 +187,8 @@ async fn http_status(
 async fn visibility_changes_reach_connected_sockets() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let owner = srv.token("owner", &[]);
-    let id = create_session(
-        &srv,
+    let id = common::create_session(
+        &srv.url,
         &owner,
         json!({ "public": true, "publicRole": "editor" }),
     )
@@ -262,7 +247,7 @@ async fn visibility_changes_reach_connected_sockets() {
 async fn deletion_disconnects_ysocketio_clients() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let owner = srv.token("owner", &[]);
-    let id = create_session(&srv, &owner, json!({})).await;
+    let id = common::create_session(&srv.url, &owner, json!({})).await;
     let ns = format!("/yjs|{id}");
     let auth = json!({ "token": srv.token("owner", &[]) });
     let (_client, mut rx) = Client::connect(&srv.url, &ns, Some(auth.clone()))
@@ -304,7 +289,7 @@ async fn deletion_disconnects_ysocketio_clients() {
 async fn removing_a_participant_removes_their_connections() {
     let srv = TestServer::start(Backend::Sqlite, |_| {}).await;
     let owner = srv.token("owner", &[]);
-    let id = create_session(&srv, &owner, json!({})).await;
+    let id = common::create_session(&srv.url, &owner, json!({})).await;
     let participant = format!("{}/api/sessions/{id}/participants/ed", srv.url);
     let put = http_status(
         reqwest::Method::PUT,
@@ -358,21 +343,6 @@ async fn error_then_disconnect(
     .await
     .expect("the y-socket.io client is disconnected");
     heard
-}
-
-/// Creates a session over HTTP as `owner`; returns its id.
-async fn create_session(srv: &TestServer, owner: &str, body: Value) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(owner)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_str().unwrap().to_owned()
 }
 
 /// The peer was told FORBIDDEN and is out of the session: updates are NOT_JOINED.

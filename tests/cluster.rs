@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::peer::{Peer, Rng, code, eventually};
+use common::peer::{Peer, Rng, code, edit_and_ack, eventually};
 use common::process::{Node, RedisServer};
 use common::{Backend, SECRET, fresh_database_url, postgres_server_url};
 use serde_json::{Value, json};
@@ -79,17 +79,8 @@ impl Cluster {
 
     /// A public session (public role editor) owned by `a`, created on node 0.
     async fn session(&self) -> String {
-        let r: Value = reqwest::Client::new()
-            .post(format!("{}/api/sessions", self.nodes[0].url))
-            .bearer_auth(self.token("a"))
-            .json(&json!({ "public": true, "publicRole": "editor" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["id"].as_str().unwrap().to_owned()
+        let body = json!({ "public": true, "publicRole": "editor" });
+        common::create_session(&self.nodes[0].url, &self.token("a"), body).await
     }
 
     async fn peer(&self, node: usize, user: &str, session: &str) -> Peer {
@@ -130,16 +121,6 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// `n` random edits, each sent with an ack and waited for.
-async fn edit_and_ack(p: &Peer, session: &str, n: usize, seed: u64) {
-    let mut rng = Rng(seed);
-    for _ in 0..n {
-        let u = p.random_edit(rng.next());
-        let reply = p.send_update(session, u, true).await.unwrap();
-        assert_eq!(reply["ok"], true, "{reply}");
     }
 }
 
@@ -188,16 +169,7 @@ async fn three_nodes_converge_and_share_presence_chat_typing_files_and_roles() {
     assert_eq!(online, ["a", "b", "c"], "{session}");
 
     // Chat and typing cross nodes.
-    let r = a
-        .client
-        .emit_with_ack(
-            "chat-message",
-            vec![Arg::json(json!({ "sessionId": sid, "content": "hello" }))],
-            common::peer::T,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].as_json().unwrap()["ok"], true);
+    assert_eq!(a.chat(&sid, "hello").await["ok"], true);
     let m = b.expect_event("chat-message").await;
     assert_eq!(m.args[0].as_json().unwrap()["content"], "hello");
     b.client
@@ -394,16 +366,7 @@ async fn a_redis_restart_mid_session_loses_nothing_and_broadcasts_resume() {
     c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
 
     // Broadcasts resume: chat from node 0 reaches node 1, live edits too.
-    let r = a
-        .client
-        .emit_with_ack(
-            "chat-message",
-            vec![Arg::json(json!({ "sessionId": sid, "content": "back" }))],
-            common::peer::T,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r[0].as_json().unwrap()["ok"], true);
+    assert_eq!(a.chat(&sid, "back").await["ok"], true);
     let m = b.expect_event("chat-message").await;
     assert_eq!(m.args[0].as_json().unwrap()["content"], "back");
     let before = b.received.load(std::sync::atomic::Ordering::Relaxed);

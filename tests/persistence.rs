@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::peer::{Peer, Rng, eventually};
+use common::peer::{Peer, edit_and_ack, eventually};
 use common::{Backend, TestServer, backends, fresh_database_url};
 use tandem::core::{DocManager, ManagerConfig};
 use tandem::error::ErrorCode;
@@ -19,15 +19,6 @@ use tandem::store::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use yrs::{Doc, GetString, Text, Transact};
-
-async fn edit_and_ack(p: &Peer, session: &str, n: usize, seed: u64) {
-    let mut rng = Rng(seed);
-    for _ in 0..n {
-        let u = p.random_edit(rng.next());
-        let reply = p.send_update(session, u, true).await.unwrap();
-        assert_eq!(reply["ok"], true, "{reply}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_survive_a_clean_restart() {

@@ -142,17 +142,8 @@ impl Multi {
 }
 
 async fn session_with_file(srv: &TestServer, path: &str) -> (String, String) {
-    let s: Value = reqwest::Client::new()
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(srv.token("owner", &[]))
-        .json(&json!({ "public": true, "publicRole": "editor" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = s["id"].as_str().unwrap().to_owned();
+    let body = json!({ "public": true, "publicRole": "editor" });
+    let sid = common::create_session(&srv.url, &srv.token("owner", &[]), body).await;
     let store = tandem::store::connect(&srv.database_url).await.unwrap();
     let f = store
         .create_file(

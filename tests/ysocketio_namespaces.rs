@@ -120,19 +120,10 @@ async fn refused_connects_leave_no_namespace() {
     }
     // A legitimate provider makes the server count its namespaces: its own
     // must be the only one.
-    let session: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/sessions", srv.url))
-        .bearer_auth(srv.token("u", &[]))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = common::create_session(&srv.url, &srv.token("u", &[]), json!({})).await;
     let (ok, _rx) = Client::connect(
         &srv.url,
-        &format!("/yjs|{}", session["id"].as_str().unwrap()),
+        &format!("/yjs|{session}"),
         Some(json!({ "token": srv.token("u", &[]) })),
     )
     .await

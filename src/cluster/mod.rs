@@ -160,12 +160,12 @@ fn default_node_id() -> String {
 
 impl Cluster {
     /// Connects to Redis (it must be reachable at start-up) and starts the
-    /// publisher. `None` without `--redis-url`.
+    /// publisher. `None` without `--redis-url`. The caller has run
+    /// [`check_config`] (before it opened the store).
     pub async fn connect(c: &crate::config::Config) -> anyhow::Result<Option<Arc<Self>>> {
         let Some(url) = &c.redis_url else {
             return Ok(None);
         };
-        check_config(c)?;
         let client = redis::Client::open(url.as_str()).context("--redis-url")?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use socketioxide::SocketIo;
 
 use super::Cluster;
@@ -176,7 +175,6 @@ impl Receiver {
         for d in self.app.manager.loaded_docs() {
             let (change, removal) = d.drop_node(node);
             if let Some(removal) = removal {
-                let removal: Bytes = removal;
                 self.local.awareness(&d.id, &removal, None);
             }
             self.announce_presence(&d.id, change);

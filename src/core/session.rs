@@ -225,6 +225,47 @@ fn user_role(conns: &HashMap<String, Conn>, user_id: &str) -> Option<Role> {
         .max()
 }
 
+/// Registers connection `conn` (or refreshes its role and pinning if it
+/// exists) for a user named `name`: the one path for local connections and
+/// other nodes' users ([`SessionDoc::join`], `set_node_presence`).
+fn register(inner: &mut Inner, conn: &str, new: Conn, name: &str) -> JoinOutcome {
+    let (user_id, role) = (new.user_id.clone(), new.role);
+    let fresh = match inner.conns.get_mut(conn) {
+        Some(c) => {
+            c.role = new.role;
+            c.pinned = new.pinned;
+            false
+        }
+        None => {
+            inner.conns.insert(conn.to_owned(), new);
+            true
+        }
+    };
+    let entry = inner
+        .users
+        .entry(user_id.clone())
+        .or_insert_with(|| UserEntry {
+            name: name.to_owned(),
+            color: user_color(&user_id),
+            connections: 0,
+        });
+    entry.name = name.to_owned();
+    if fresh {
+        entry.connections += 1;
+    }
+    let first_for_user = fresh && entry.connections == 1;
+    let (name, color) = (entry.name.clone(), entry.color.clone());
+    JoinOutcome {
+        first_for_user,
+        participant: Participant {
+            role: user_role(&inner.conns, &user_id).unwrap_or(role),
+            id: user_id,
+            name,
+            color,
+        },
+    }
+}
+
 /// A loaded session document.
 pub struct SessionDoc {
     pub id: Arc<str>,
@@ -617,51 +658,15 @@ impl SessionDoc {
 
     /// Registers a connection of `user` with `role`. Idempotent per connection.
     pub fn join(&self, conn: &str, user: &User, role: Role) -> JoinOutcome {
-        let mut inner = self.lock();
         let pinned = user.sessions.contains_key(&*self.id);
-        let fresh = match inner.conns.get_mut(conn) {
-            Some(c) => {
-                c.role = role;
-                c.pinned = pinned;
-                false
-            }
-            None => {
-                inner.conns.insert(
-                    conn.to_owned(),
-                    Conn {
-                        user_id: user.id.clone(),
-                        role,
-                        pinned,
-                        guest_cap: user.guest_cap,
-                        clients: HashSet::new(),
-                    },
-                );
-                true
-            }
+        let c = Conn {
+            user_id: user.id.clone(),
+            role,
+            pinned,
+            guest_cap: user.guest_cap,
+            clients: HashSet::new(),
         };
-        let entry = inner
-            .users
-            .entry(user.id.clone())
-            .or_insert_with(|| UserEntry {
-                name: user.name.clone(),
-                color: user_color(&user.id),
-                connections: 0,
-            });
-        entry.name = user.name.clone();
-        if fresh {
-            entry.connections += 1;
-        }
-        let first_for_user = fresh && entry.connections == 1;
-        let (name, color) = (entry.name.clone(), entry.color.clone());
-        JoinOutcome {
-            first_for_user,
-            participant: Participant {
-                role: user_role(&inner.conns, &user.id).unwrap_or(role),
-                id: user.id.clone(),
-                name,
-                color,
-            },
-        }
+        register(&mut self.lock(), conn, c, &user.name)
     }
 
     /// Removes a connection: its awareness states, its typing flag if it was
@@ -701,15 +706,27 @@ impl SessionDoc {
 
     /// Connected users now, each with the highest role of their connections.
     pub fn participants(&self) -> Vec<Participant> {
+        self.participants_where(|_| true)
+    }
+
+    /// Users with a connection `counts` accepts, each with the highest role
+    /// of those connections, sorted by id.
+    fn participants_where(&self, counts: impl Fn(&str) -> bool) -> Vec<Participant> {
         let inner = self.lock();
         let mut v: Vec<Participant> = inner
             .users
             .iter()
             .filter_map(|(id, u)| {
+                let role = inner
+                    .conns
+                    .iter()
+                    .filter(|(c, conn)| conn.user_id == *id && counts(c))
+                    .map(|(_, conn)| conn.role)
+                    .max()?;
                 Some(Participant {
                     id: id.clone(),
                     name: u.name.clone(),
-                    role: user_role(&inner.conns, id)?,
+                    role,
                     color: u.color.clone(),
                 })
             })
@@ -911,7 +928,7 @@ mod tests {
         txn.encode_update_v1()
     }
 
-    fn user(id: &str) -> User {
+    pub(super) fn user(id: &str) -> User {
         User {
             id: id.into(),
             name: id.to_uppercase(),

@@ -126,6 +126,22 @@ pub async fn get_body(url: &str, token: &str) -> String {
         .unwrap()
 }
 
+/// `POST /api/sessions` with `body` on the server at `base_url` as
+/// `token`'s user: the new session's id (the creation must succeed).
+pub async fn create_session(base_url: &str, token: &str, body: serde_json::Value) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{base_url}/api/sessions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -200,6 +200,22 @@ impl Peer {
         }
     }
 
+    /// `chat-message` with an ack: the reply.
+    pub async fn chat(&self, session: &str, content: &str) -> Value {
+        let r = self
+            .client
+            .emit_with_ack(
+                "chat-message",
+                vec![Arg::json(
+                    json!({ "sessionId": session, "content": content }),
+                )],
+                T,
+            )
+            .await
+            .unwrap();
+        r[0].as_json().unwrap().clone()
+    }
+
     pub fn text(&self) -> String {
         self.text.get_string(&self.doc.transact())
     }
@@ -232,6 +248,17 @@ impl Peer {
                 _ => return,
             }
         }
+    }
+}
+
+/// `n` random edits (deterministic from `seed`), each sent with an ack and
+/// waited for; every ack must be `ok`.
+pub async fn edit_and_ack(p: &Peer, session: &str, n: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    for _ in 0..n {
+        let u = p.random_edit(rng.next());
+        let reply = p.send_update(session, u, true).await.unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
     }
 }
 

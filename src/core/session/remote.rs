@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use yrs::ClientID;
 use yrs::updates::encoder::Encode;
 
-use super::{Conn, SessionDoc, UserEntry, decode_awareness, user_role};
+use super::{Conn, SessionDoc, decode_awareness, register};
 use crate::error::Error;
-use crate::model::{Participant, user_color};
+use crate::model::Participant;
 
 /// Whether a connection (or awareness owner) id stands for another node.
 pub fn is_remote(conn: &str) -> bool {
@@ -123,27 +123,7 @@ impl SessionDoc {
     /// each with the highest role of their local connections: what this
     /// node tells the others.
     pub fn local_participants(&self) -> Vec<Participant> {
-        let inner = self.lock();
-        let mut v: Vec<Participant> = inner
-            .users
-            .iter()
-            .filter_map(|(id, u)| {
-                let role = inner
-                    .conns
-                    .iter()
-                    .filter(|(c, conn)| !is_remote(c) && conn.user_id == *id)
-                    .map(|(_, conn)| conn.role)
-                    .max()?;
-                Some(Participant {
-                    id: id.clone(),
-                    name: u.name.clone(),
-                    role,
-                    color: u.color.clone(),
-                })
-            })
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        self.participants_where(|c| !is_remote(c))
     }
 
     /// Replaces what node `node` said is connected through it with `users`.
@@ -169,33 +149,17 @@ impl SessionDoc {
         }
         let mut inner = self.lock();
         for p in users {
-            let conn = format!("{prefix}{}", p.id);
-            if let Some(c) = inner.conns.get_mut(&conn) {
-                c.role = p.role;
-                continue;
-            }
-            inner.conns.insert(
-                conn,
-                Conn {
-                    user_id: p.id.clone(),
-                    role: p.role,
-                    pinned: true,
-                    guest_cap: None,
-                    clients: Default::default(),
-                },
-            );
-            let entry = inner
-                .users
-                .entry(p.id.clone())
-                .or_insert_with(|| UserEntry {
-                    name: p.name.clone(),
-                    color: user_color(&p.id),
-                    connections: 0,
-                });
-            entry.connections += 1;
-            if entry.connections == 1 {
-                let role = user_role(&inner.conns, &p.id).unwrap_or(p.role);
-                out.joined.push(Participant { role, ..p.clone() });
+            let c = Conn {
+                user_id: p.id.clone(),
+                role: p.role,
+                // Roles of other nodes' connections are theirs to change.
+                pinned: true,
+                guest_cap: None,
+                clients: Default::default(),
+            };
+            let joined = register(&mut inner, &format!("{prefix}{}", p.id), c, &p.name);
+            if joined.first_for_user {
+                out.joined.push(joined.participant);
             }
         }
         out
@@ -282,21 +246,12 @@ impl SessionDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::User;
     use crate::core::Limits;
+    use crate::core::session::tests::user;
     use crate::model::Role;
     use crate::store::StoredDocument;
     use yrs::Doc;
     use yrs::sync::Awareness;
-
-    fn user(id: &str) -> User {
-        User {
-            id: id.into(),
-            name: id.to_uppercase(),
-            sessions: Default::default(),
-            guest_cap: None,
-        }
-    }
 
     fn p(id: &str, role: Role) -> Participant {
         Participant {
