@@ -376,13 +376,20 @@ impl DocManager {
     /// anywhere and gets all it had acknowledged at once).
     pub async fn open_fresh(&self, id: &str) -> Result<DocLease, Error> {
         let lease = self.open(id).await?;
-        if self.cfg.replicated
-            && let Err(e) = self.catch_up(&lease).await
-        {
-            tracing::warn!(doc_id = id, error = %e, "catching up before a read failed");
-            return Err(Error::internal());
-        }
+        self.refresh(&lease).await?;
         Ok(lease)
+    }
+
+    /// [`open_fresh`](Self::open_fresh) for a document already in hand: in
+    /// cluster mode, apply what other nodes committed; otherwise nothing.
+    pub async fn refresh(&self, doc: &Arc<SessionDoc>) -> Result<(), Error> {
+        if !self.cfg.replicated {
+            return Ok(());
+        }
+        self.catch_up(doc).await.map(drop).map_err(|e| {
+            tracing::warn!(doc_id = %doc.id, error = %e, "catching up before a read failed");
+            Error::internal()
+        })
     }
 
     /// Whether other nodes append to the same log (cluster mode).

@@ -74,9 +74,7 @@ async fn get_file(st: &HttpState, session_id: &str, file_id: &str) -> ApiResult<
 async fn current_text(st: &HttpState, doc_id: &str) -> ApiResult<String> {
     let manager = &st.app.manager;
     if let Some(doc) = manager.get_loaded(doc_id) {
-        if manager.replicated() {
-            manager.catch_up(&doc).await.map_err(Error::from)?;
-        }
+        manager.refresh(&doc).await?;
         let text = doc.text();
         // What this shows must survive a crash right after it was shown.
         manager.durable(&doc).await;

@@ -33,14 +33,16 @@ impl Presence {
     pub fn join(st: &AppState, doc: DocLease, conn: &str, user: Arc<User>, role: Role) -> Self {
         let outcome = doc.join(conn, &user, role);
         let main = crate::model::DocId::is_main_id(&doc.id);
-        if main && let Some(f) = st.manager.fanout() {
-            if outcome.first_for_user {
-                f.user_joined(&doc.id, &outcome.participant, Some(conn));
+        if main {
+            if let Some(f) = st.manager.fanout() {
+                if outcome.first_for_user {
+                    f.user_joined(&doc.id, &outcome.participant, Some(conn));
+                }
+                f.presence_changed(&doc.id);
             }
-            f.presence_changed(&doc.id);
-        }
-        if outcome.first_for_user && main {
-            record_presence(st, &doc.id, &user, true);
+            if outcome.first_for_user {
+                record_presence(st, &doc.id, &user, true);
+            }
         }
         Self {
             st: st.clone(),
