@@ -58,6 +58,13 @@ impl Agent {
 
     /// [`start`](Self::start) with its own `RUST_LOG` (stderr is collected).
     async fn start_logging(dir: &Path, args: &[&str], log: &str) -> Agent {
+        let mut a = Self::spawn(dir, args, log);
+        a.wait_line("synced ").await;
+        a
+    }
+
+    /// Starts an agent without waiting for anything.
+    fn spawn(dir: &Path, args: &[&str], log: &str) -> Agent {
         let mut child = sync_command(dir, args, log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -65,9 +72,7 @@ impl Agent {
             .unwrap();
         let out = collect(child.stdout.take().unwrap());
         let err = collect(child.stderr.take().unwrap());
-        let mut a = Agent { child, out, err };
-        a.wait_line("synced ").await;
-        a
+        Agent { child, out, err }
     }
 
     /// Waits for the process to exit (panics with `what` after [`WAIT`]).
@@ -740,6 +745,27 @@ async fn refusals_exit_non_zero_with_a_clear_message() {
     let (code, err) = run_to_exit(&fresh("e"), &["--server", &srv.url]).await;
     assert_ne!(code, 0);
     assert!(err.contains("--session"), "{err}");
+}
+
+/// A stop (SIGTERM) while the server accepts the connection but never
+/// answers: the agent exits 0 at once instead of hanging in the handshake or
+/// dying of the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_server_stalls_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stalled.local_addr().unwrap());
+    // Accepted and held open, never read from or answered.
+    std::thread::spawn(move || {
+        let held: Vec<_> = stalled.incoming().collect();
+        drop(held);
+    });
+    let agent = Agent::spawn(dir.path(), &args(&url, "AnySession12", "t"), "warn");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let out = agent.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(out.contains("stopped before the first sync"), "{out}");
 }
 
 #[test]

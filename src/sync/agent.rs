@@ -36,6 +36,8 @@ use crate::client::{Arg, Client, ClientError, Event, Incoming};
 use crate::model::{DocId, File};
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the Socket.IO handshake with the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long session edits wait before being written (they come in bursts).
 const WRITE_DELAY: Duration = Duration::from_millis(10);
 /// Files opened at once during a (re)sync.
@@ -261,8 +263,12 @@ impl Agent {
     /// ones are retried ([`is_transient`]).
     pub async fn connect(&mut self) -> anyhow::Result<()> {
         let auth = self.opts.token.as_ref().map(|t| json!({ "token": t }));
-        let (client, rx) = Client::connect(&self.opts.server, "/", auth)
+        // A server that accepts the connection but never answers must not
+        // hold the agent forever: the attempt fails and is retried.
+        let handshake = Client::connect(&self.opts.server, "/", auth);
+        let (client, rx) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await
+            .unwrap_or(Err(ClientError::Timeout))
             .map_err(|e| match e {
                 ClientError::ConnectRefused { message } => anyhow!(Fatal(format!(
                     "the server refused the connection: {message} (check --token)"

@@ -147,7 +147,17 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
     watcher.watch(&root, notify::RecursiveMode::Recursive)?;
 
     tokio::pin!(shutdown);
-    agent.connect().await?;
+    // A stop asked for while the first connection is still being made (a
+    // slow or stalled server) is honoured at once: nothing is half-done that
+    // the next start does not redo, as after a crash.
+    tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            say("stopped before the first sync");
+            return Ok(());
+        }
+        connected = agent.connect() => connected?,
+    }
     let mut rescan = tokio::time::interval(RESCAN_EVERY);
     rescan.reset();
     loop {
@@ -222,7 +232,12 @@ async fn reconnect(
             () = shutdown.as_mut() => return Ok(false),
             () = tokio::time::sleep(delay) => {}
         }
-        match agent.connect().await {
+        let attempt = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(false),
+            attempt = agent.connect() => attempt,
+        };
+        match attempt {
             Ok(()) => return Ok(true),
             Err(e) if is_transient(&e) => {
                 agent.disconnected();
