@@ -174,6 +174,7 @@ impl From<crate::store::StoreError> for Error {
         use crate::store::StoreError;
         match e {
             StoreError::MainFileUndeletable => Self::new(ErrorCode::Forbidden, e.to_string()),
+            StoreError::TooManyFiles { .. } => Self::new(ErrorCode::TooManyFiles, e.to_string()),
             StoreError::InvalidPath(_) | StoreError::PathExists { .. } => {
                 let code = if matches!(e, StoreError::PathExists { .. }) {
                     ErrorCode::PathExists

@@ -360,6 +360,7 @@ async fn log_rows_are_numbered_per_document_and_read_back() {
             language: "rust".into(),
             content: None,
             created_by: "o".into(),
+            max_files: usize::MAX,
         };
         let file = s.create_file("q", &new).await.unwrap().unwrap();
         let fdoc = tandem::model::DocId::for_file("q", &file.id)

@@ -40,6 +40,7 @@ fn new_file(path: &str, content: Option<&str>) -> NewFile {
         language: tandem::model::language_for_path(path).into(),
         content: content.map(Into::into),
         created_by: "bob".into(),
+        max_files: usize::MAX,
     }
 }
 

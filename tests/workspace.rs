@@ -153,6 +153,7 @@ async fn session_with_file(srv: &TestServer, path: &str) -> (String, String) {
                 language: "rust".into(),
                 content: Some("fn f() {}\n".into()),
                 created_by: "owner".into(),
+                max_files: usize::MAX,
             },
         )
         .await

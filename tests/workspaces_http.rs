@@ -134,6 +134,12 @@ impl Http {
         assert_eq!(r.status, 204, "{}", r.text());
     }
 
+    /// `GET /api/sessions/{sid}/files` as `user`.
+    async fn list_files(&self, sid: &str, user: &str) -> Resp {
+        let path = format!("/api/sessions/{sid}/files");
+        self.send(Method::GET, &path, user, None, None).await
+    }
+
     async fn create_file(&self, sid: &str, user: &str, body: Value, socket: Option<&str>) -> Resp {
         self.send(
             Method::POST,
@@ -212,15 +218,7 @@ async fn file_routes_emit_each_event_once_with_actor_and_origin() {
             assert_eq!(p.join(&sid).await["ok"], true);
             peers.push(p);
         }
-        let files = h
-            .send(
-                Method::GET,
-                &format!("/api/sessions/{sid}/files"),
-                "c",
-                None,
-                None,
-            )
-            .await;
+        let files = h.list_files(&sid, "c").await;
         assert_eq!(files.status, 200);
         let main = &files.json()[0];
         assert_eq!(
@@ -444,6 +442,36 @@ async fn file_routes_emit_each_event_once_with_actor_and_origin() {
     }
 }
 
+/// The file limit holds under concurrent creates: it is counted inside the
+/// creating transaction, not before it (where every racing create saw room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_cannot_pass_the_file_limit_together() {
+    for b in backends() {
+        let h = Http::start(b, |c| c.max_files_per_session = 3).await;
+        let sid = h.session("a", json!({})).await;
+        let statuses: Vec<(u16, String)> = futures::future::join_all((0..12).map(|i| {
+            let (h, sid) = (&h, &sid);
+            async move {
+                let r = h
+                    .create_file(sid, "a", json!({ "path": format!("f{i}.txt") }), None)
+                    .await;
+                (r.status, r.code())
+            }
+        }))
+        .await;
+        let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+        assert_eq!(created, 2, "{b:?}: main + 2 = the limit of 3: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|(s, c)| *s == 201 || (*s, c.as_str()) == (400, "TOO_MANY_FILES")),
+            "{statuses:?}"
+        );
+        let files = h.list_files(&sid, "a").await.json();
+        assert_eq!(files.as_array().unwrap().len(), 3, "{b:?}: {files}");
+    }
+}
+
 #[tokio::test]
 async fn workspace_limits_refuse_with_their_codes() {
     for b in backends() {
@@ -471,16 +499,7 @@ async fn workspace_limits_refuse_with_their_codes() {
             .create_file(&sid, "a", json!({ "path": "/x" }), None)
             .await;
         assert_eq!(r.code(), "INVALID_PATH");
-        let files = h
-            .send(
-                Method::GET,
-                &format!("/api/sessions/{sid}/files"),
-                "a",
-                None,
-                None,
-            )
-            .await
-            .json();
+        let files = h.list_files(&sid, "a").await.json();
         let one = files
             .as_array()
             .unwrap()

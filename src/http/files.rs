@@ -188,14 +188,6 @@ pub async fn create(
     let (_, role) = authorize(&st, &user, &id, Role::Editor).await?;
     validate_path(&body.path).map_err(crate::store::StoreError::from)?;
     let store = st.app.manager.store();
-    let count = store.list_files(&id).await?.len();
-    let max = st.app.config.max_files_per_session;
-    if count >= max {
-        return Err(ApiError::new(
-            ErrorCode::TooManyFiles,
-            format!("a session holds at most {max} files"),
-        ));
-    }
     let content_len = body.content.as_ref().map_or(0, |c| c.len() as u64);
     check_workspace_bytes(&st, &id, 0, content_len).await?;
     let language = body
@@ -210,6 +202,7 @@ pub async fn create(
                 language,
                 content: body.content,
                 created_by: user.id.clone(),
+                max_files: st.app.config.max_files_per_session,
             },
         )
         .await?

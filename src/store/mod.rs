@@ -46,6 +46,9 @@ pub enum StoreError {
     /// `delete_file` of the main file (wire: `FORBIDDEN`, 403).
     #[error("the main file cannot be deleted")]
     MainFileUndeletable,
+    /// `create_file` past [`NewFile::max_files`] (wire: `TOO_MANY_FILES`, 400).
+    #[error("a session holds at most {max} files")]
+    TooManyFiles { max: usize },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -74,6 +77,10 @@ pub struct NewFile {
     pub content: Option<String>,
     /// User id, stored as `updated_by`.
     pub created_by: String,
+    /// The session's file limit, the main file included: creating one more
+    /// is [`StoreError::TooManyFiles`]. Checked inside the creating
+    /// transaction, so concurrent creates cannot pass it together.
+    pub max_files: usize,
 }
 
 /// What [`Store::rename_file`] changed: the file as it is now, plus its
@@ -253,7 +260,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a file with a fresh server-chosen id; its content becomes a
     /// Yjs state (root `Y.Text` `monaco`) and its stored text. `Ok(None)` if
     /// the session does not exist; `Err(InvalidPath)` / `Err(PathExists)` by
-    /// the path rules. The caller checks the file-count and size limits.
+    /// the path rules; `Err(TooManyFiles)` past `f.max_files`. The caller
+    /// checks the size limits.
     async fn create_file(&self, session_id: &str, f: &NewFile) -> StoreResult<Option<File>>;
     /// Renames / moves (`path`) and/or changes the language of a file, and
     /// sets `updated_by`/`updated_at`. The main file's language is the

@@ -694,6 +694,15 @@ macro_rules! sql_store {
                 if !Self::lock_session(&mut *tx, session_id).await? {
                     return Ok(None);
                 }
+                // Under the session lock that every create and path change
+                // takes: no concurrent create can count the same room.
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM files WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if usize::try_from(count).unwrap_or(usize::MAX) >= f.max_files {
+                    return Err(StoreError::TooManyFiles { max: f.max_files });
+                }
                 if let Some(existing) = Self::path_conflict(&mut *tx, session_id, "", &f.path).await? {
                     return Err(StoreError::PathExists { path: f.path.clone(), existing });
                 }
