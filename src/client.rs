@@ -157,10 +157,10 @@ impl Client {
         nsp: &str,
         auth: Option<Value>,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
-        let (hostport, tcp) = dial(base_url).await?;
+        let (ws_base, tcp) = dial(base_url).await?;
         let path = path.trim_end_matches('/');
-        let url = format!("ws://{hostport}{path}/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        let url = format!("{ws_base}{path}/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async_tls(url, tcp).await?;
         let (mut sink, mut stream) = ws.split();
 
         // Engine.IO open packet.
@@ -301,9 +301,9 @@ impl Client {
         doc_id: &str,
         framing: yws::Framing,
     ) -> Result<(Client, mpsc::UnboundedReceiver<Incoming>), ClientError> {
-        let (hostport, tcp) = dial(base_url).await?;
-        let url = format!("ws://{hostport}{path_and_query}");
-        let ws = match tokio_tungstenite::client_async(url, tcp).await {
+        let (ws_base, tcp) = dial(base_url).await?;
+        let url = format!("{ws_base}{path_and_query}");
+        let ws = match tokio_tungstenite::client_async_tls(url, tcp).await {
             Ok((ws, _)) => ws,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 return Err(ClientError::ConnectRefused {
@@ -414,15 +414,34 @@ impl Client {
 }
 
 /// A TCP connection (no Nagle) to `http://host:port` or `ws://host:port`.
+/// Opens the TCP connection to `base_url` and returns the WebSocket URL
+/// prefix for it: `http://` and `ws://` (or no scheme) are plain
+/// (`ws://host:port`), `https://` and `wss://` are TLS (`wss://host:port`,
+/// verified against the system's roots; `SSL_CERT_FILE` names another
+/// bundle). A missing port is the scheme's (80 or 443).
 async fn dial(base_url: &str) -> Result<(String, tokio::net::TcpStream), ClientError> {
-    let hostport = base_url
-        .trim_start_matches("http://")
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
-    let tcp = tokio::net::TcpStream::connect(&hostport).await?;
+    let tls_rest = base_url
+        .strip_prefix("https://")
+        .or_else(|| base_url.strip_prefix("wss://"));
+    let tls = tls_rest.is_some();
+    let rest = tls_rest.unwrap_or_else(|| {
+        base_url
+            .trim_start_matches("http://")
+            .trim_start_matches("ws://")
+    });
+    let hostport = rest.trim_end_matches('/');
+    let has_port = hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let addr = if has_port {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{}", if tls { 443 } else { 80 })
+    };
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
     tcp.set_nodelay(true)?;
-    Ok((hostport, tcp))
+    let scheme = if tls { "wss" } else { "ws" };
+    Ok((format!("{scheme}://{hostport}"), tcp))
 }
 
 /// Sends queued frames until the connection goes or [`Out::Kill`].

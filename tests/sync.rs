@@ -65,7 +65,12 @@ impl Agent {
 
     /// Starts an agent without waiting for anything.
     fn spawn(dir: &Path, args: &[&str], log: &str) -> Agent {
-        let mut child = sync_command(dir, args, log)
+        Self::spawn_command(sync_command(dir, args, log))
+    }
+
+    /// Starts a [`sync_command`] (with whatever the caller added).
+    fn spawn_command(mut command: Command) -> Agent {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -138,7 +143,10 @@ impl Drop for Agent {
 
 /// Runs `tandem sync` to completion (for the refusals); (exit code, stderr).
 async fn run_to_exit(dir: &Path, args: &[&str]) -> (i32, String) {
-    let mut c = sync_command(dir, args, "warn");
+    run_command_to_exit(sync_command(dir, args, "warn")).await
+}
+
+async fn run_command_to_exit(mut c: Command) -> (i32, String) {
     let out = tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap();
@@ -766,6 +774,84 @@ async fn a_stop_while_the_server_stalls_is_honoured() {
     let out = agent.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(out.contains("stopped before the first sync"), "{out}");
+}
+
+/// A TLS-terminating proxy in front of `upstream` (as nginx or Caddy would
+/// be) with a certificate for `localhost` from a private CA. Returns its
+/// `https://localhost:<port>` URL and the CA's PEM bundle.
+async fn tls_proxy(upstream: std::net::SocketAddr) -> (String, String) {
+    use tokio_rustls::rustls;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca.pem())
+}
+
+/// `--server https://…`: the agent syncs through a TLS-terminating proxy
+/// whose certificate it checks (against the bundle `SSL_CERT_FILE` names),
+/// and refuses one it cannot verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_syncs_with_a_server_behind_tls() {
+    let (srv, http, token, sid, dir) = setup().await;
+    let (url, ca) = tls_proxy(srv.addr).await;
+    let d = dir.path();
+    let bundle = d.with_extension("ca.pem");
+    std::fs::write(&bundle, ca).unwrap();
+
+    // A certificate the agent cannot verify (the system roots lack the CA).
+    let mut untrusted = sync_command(d, &args(&url, &sid, &token), "warn");
+    untrusted.env("SSL_CERT_FILE", "/nonexistent/bundle.pem");
+    let (code, err) = run_command_to_exit(untrusted).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot reach") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    write(d, "main.txt", "over tls\n");
+    let mut trusted = sync_command(d, &args(&url, &sid, &token), "warn");
+    trusted.env("SSL_CERT_FILE", &bundle);
+    let mut agent = Agent::spawn_command(trusted);
+    agent.wait_line("synced ").await;
+    until("the folder's text in the session", || async {
+        http.content(&sid, "main").await == "over tls\n"
+    })
+    .await;
+    // And back: a session edit reaches the disk over the same connection.
+    http.put(&sid, "main", "over tls, both ways\n").await;
+    until("the session's edit on disk", || async {
+        read(d, "main.txt").as_deref() == Some("over tls, both ways\n")
+    })
+    .await;
+    agent.stop().await;
 }
 
 #[test]

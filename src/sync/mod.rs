@@ -39,6 +39,7 @@ stopped are merged on the next start. State lives in DIR/.tandem/.
 Examples:
   tandem sync ./project --server http://localhost:3000 --session Hx3kP9mQa2Zr --token $TOKEN
   TANDEM_TOKEN=$TOKEN tandem sync ./project --server http://localhost:3000 --create \"Pairing\"
+  tandem sync ./project --server https://tandem.example.com --session Hx3kP9mQa2Zr --token $TOKEN
   tandem sync ./project --token $TOKEN     # later: server and session are remembered";
 
 /// `tandem sync` options.
@@ -48,7 +49,9 @@ pub struct SyncArgs {
     /// The folder to sync (created if missing).
     pub dir: PathBuf,
 
-    /// The server's URL (http://host:port). Remembered after the first run.
+    /// The server's URL: http://host:port, or https://host[:port] behind TLS
+    /// (verified against the system's certificate roots; SSL_CERT_FILE names
+    /// another bundle). Remembered after the first run.
     #[arg(long, env = "TANDEM_SERVER")]
     pub server: Option<String>,
 
@@ -100,9 +103,9 @@ pub async fn run(args: SyncArgs, shutdown: impl Future<Output = ()>) -> anyhow::
         .or(remembered)
         .ok_or_else(|| Fatal("name the server with --server http://host:port".into()))?;
     anyhow::ensure!(
-        server.starts_with("http://"),
+        server.starts_with("http://") || server.starts_with("https://"),
         Fatal(format!(
-            "--server must be an http:// URL (got {server}); for a TLS server, sync through a local tunnel"
+            "--server must be an http:// or https:// URL (got {server})"
         ))
     );
     let mut agent = Agent::new(
