@@ -178,7 +178,8 @@ pub struct Config {
     #[arg(long, env = "TANDEM_UPDATE_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub update_log: bool,
 
-    /// Redis URL (`redis://host:port[/db]`): turns cluster mode on. Several
+    /// Redis URL (`redis://host:port[/db]`, `rediss://` for TLS, verified
+    /// against the system's roots or `SSL_CERT_FILE`): turns cluster mode on. Several
     /// nodes sharing one PostgreSQL database and one Redis serve the same
     /// sessions (README, "Running a cluster"). Requires a `postgres://`
     /// database URL and the update log. Unset: single node, no Redis.

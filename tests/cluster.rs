@@ -29,7 +29,12 @@ impl Cluster {
     /// `n` nodes, or `None` (skipped) without PostgreSQL or redis-server.
     async fn start(n: usize, extra: &[&str]) -> Option<Cluster> {
         postgres_server_url()?;
-        let redis = RedisServer::start().await?;
+        Self::start_on(RedisServer::start().await?, n, extra).await
+    }
+
+    /// [`start`](Self::start) on this Redis (its CA trusted when it speaks TLS).
+    async fn start_on(redis: RedisServer, n: usize, extra: &[&str]) -> Option<Cluster> {
+        postgres_server_url()?;
         let dir = tempfile::tempdir().unwrap();
         let db = fresh_database_url(Backend::Postgres, dir.path()).await;
         let mut c = Cluster {
@@ -69,7 +74,10 @@ impl Cluster {
             "1000",
         ];
         args.extend_from_slice(extra);
-        Node::start(&args).await
+        match self.redis.ca_file() {
+            Some(ca) => Node::start_env(&args, &[("SSL_CERT_FILE", ca.as_os_str())]).await,
+            None => Node::start(&args).await,
+        }
     }
 
     fn token(&self, user: &str) -> String {
@@ -428,6 +436,48 @@ async fn snapshots_written_while_two_nodes_edit_lose_nothing() {
     let fresh = c.node(9, &[]).await;
     c.nodes.push(fresh);
     assert_eq!(c.text_on(0, &sid).await, text);
+}
+
+/// `rediss://`: nodes reach a TLS-only Redis whose certificate they verify
+/// (against the CA `SSL_CERT_FILE` names): ready, chat and edits cross
+/// nodes. A node that cannot verify it refuses to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_a_tls_redis_and_verify_its_certificate() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let Some(redis) = RedisServer::start_tls().await else {
+        return;
+    };
+    let redis_url = redis.url();
+    assert!(redis_url.starts_with("rediss://"), "{redis_url}");
+    let Some(c) = Cluster::start_on(redis, 2, &[]).await else {
+        return;
+    };
+    for node in &c.nodes {
+        assert_eq!(node.get("/readyz").await.0, 200);
+    }
+    let sid = c.session().await;
+    let (a, mut b) = (c.peer(0, "a", &sid).await, c.peer(1, "b", &sid).await);
+    assert_eq!(a.chat(&sid, "over tls").await["ok"], true);
+    let m = b.expect_event("chat-message").await;
+    assert_eq!(m.args[0].as_json().unwrap()["content"], "over tls");
+    edit_and_ack(&a, &sid, 20, 1).await;
+    edit_and_ack(&b, &sid, 20, 2).await;
+    c.converge(&sid, &[&a, &b], Duration::from_secs(10)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--secret", SECRET])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--database-url", &c.db, "--redis-url", &redis_url])
+        .env("SSL_CERT_FILE", "/nonexistent/bundle.pem")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {err}");
+    assert!(err.contains("cannot reach Redis at rediss://"), "{err}");
 }
 
 #[tokio::test]

@@ -776,55 +776,15 @@ async fn a_stop_while_the_server_stalls_is_honoured() {
     assert!(out.contains("stopped before the first sync"), "{out}");
 }
 
-/// A TLS-terminating proxy in front of `upstream` (as nginx or Caddy would
-/// be) with a certificate for `localhost` from a private CA. Returns its
-/// `https://localhost:<port>` URL and the CA's PEM bundle.
-async fn tls_proxy(upstream: std::net::SocketAddr) -> (String, String) {
-    use tokio_rustls::rustls;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
-        }
-    });
-    (format!("https://localhost:{port}"), ca.pem())
-}
-
 /// `--server https://…`: the agent syncs through a TLS-terminating proxy
 /// whose certificate it checks (against the bundle `SSL_CERT_FILE` names),
 /// and refuses one it cannot verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_syncs_with_a_server_behind_tls() {
     let (srv, http, token, sid, dir) = setup().await;
-    let (url, ca) = tls_proxy(srv.addr).await;
     let d = dir.path();
-    let bundle = d.with_extension("ca.pem");
-    std::fs::write(&bundle, ca).unwrap();
+    let ca = common::tls::TestCa::new(&d.with_extension("tls"));
+    let url = ca.proxy(srv.addr).await;
 
     // A certificate the agent cannot verify (the system roots lack the CA).
     let mut untrusted = sync_command(d, &args(&url, &sid, &token), "warn");
@@ -838,7 +798,7 @@ async fn the_agent_syncs_with_a_server_behind_tls() {
 
     write(d, "main.txt", "over tls\n");
     let mut trusted = sync_command(d, &args(&url, &sid, &token), "warn");
-    trusted.env("SSL_CERT_FILE", &bundle);
+    trusted.env("SSL_CERT_FILE", &ca.ca_file);
     let mut agent = Agent::spawn_command(trusted);
     agent.wait_line("synced ").await;
     until("the folder's text in the session", || async {

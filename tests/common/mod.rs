@@ -8,6 +8,7 @@
 
 pub mod peer;
 pub mod process;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

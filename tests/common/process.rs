@@ -22,7 +22,13 @@ impl Node {
     /// Starts `tandem serve` on a free port with `args`, the test secret,
     /// and no `TANDEM_*` variables from the environment.
     pub async fn start(args: &[&str]) -> Node {
+        Self::start_env(args, &[]).await
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub async fn start_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Node {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.envs(env.iter().copied());
         for (k, _) in std::env::vars() {
             if k.starts_with("TANDEM_") {
                 cmd.env_remove(k);
@@ -101,6 +107,8 @@ fn push(log: &Mutex<Vec<String>>, line: &str) {
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// TLS only (`--tls-port`), with this CA's `localhost` certificate.
+    tls: Option<(super::tls::TestCa, tempfile::TempDir)>,
 }
 
 impl RedisServer {
@@ -128,19 +136,44 @@ impl RedisServer {
 
     /// Starts a fresh redis-server on a free port (no persistence).
     pub async fn start() -> Option<RedisServer> {
+        Self::start_with(None).await
+    }
+
+    /// [`start`](Self::start), speaking TLS only, with a certificate for
+    /// `localhost` from a fresh private CA ([`ca_file`](Self::ca_file)).
+    pub async fn start_tls() -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = super::tls::TestCa::new(dir.path());
+        Self::start_with(Some((ca, dir))).await
+    }
+
+    async fn start_with(tls: Option<(super::tls::TestCa, tempfile::TempDir)>) -> Option<Self> {
         Self::binary()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut r = RedisServer { port, child: None };
+        let mut r = RedisServer {
+            port,
+            child: None,
+            tls,
+        };
         r.restart().await;
         Some(r)
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://localhost:<port>` over TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The CA a client must trust (TLS only).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|(ca, _)| ca.ca_file.as_path())
     }
 
     /// Kills it (SIGKILL) and waits until the port is closed.
@@ -154,8 +187,21 @@ impl RedisServer {
     /// Starts it (again) on the same port and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill().await;
-        let child = std::process::Command::new(Self::binary().unwrap())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = std::process::Command::new(Self::binary().unwrap());
+        let port = self.port.to_string();
+        match &self.tls {
+            None => cmd.args(["--bind", "127.0.0.1", "--port", &port]),
+            Some((ca, _)) => cmd
+                .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(&ca.cert_file)
+                .arg("--tls-key-file")
+                .arg(&ca.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&ca.ca_file)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
