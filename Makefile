@@ -7,10 +7,11 @@ BIND ?= 127.0.0.1:3000
 .PHONY: run build web test test-rust test-node test-web services bench bench-compare bench-dialects bench-web bench-sync bench-cluster soak fmt lint clean fuzz-smoke
 
 ## Build the web editor and the server (release), then start it on the embedded SQLite default.
-run: web build
+run: build
 	./target/release/tandem serve --bind $(BIND)
 
-build:
+## The release binaries; the web editor (web/dist) is built first and embedded in `tandem`.
+build: web
 	$(CARGO) build --release --bins
 
 ## The web editor (web/dist): npm ci when the lockfile changed, vite build when a source did.
@@ -28,7 +29,8 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 
 ## The whole suite: Rust unit + integration tests (SQLite and PostgreSQL), the Node
 ## end-to-end suite, then the web editor (type check, unit tests, Chromium tests).
-test: test-rust test-node test-web
+## web/dist is built first: the Rust tests serve it as the built-in bundle.
+test: web test-rust test-node test-web
 
 services:
 	@bash scripts/services.sh >/dev/null

@@ -220,11 +220,13 @@ pub struct Config {
     #[arg(long, env = "TANDEM_TRUST_PROXY_HEADERS")]
     pub trust_proxy_headers: bool,
 
-    /// Directory of the built web editor (`make web`), served at `/` and
-    /// `/s/<session-id>`; when it holds no index.html, those pages say how
-    /// to build it.
-    #[arg(long, env = "TANDEM_WEB_DIR", default_value = "web/dist")]
-    pub web_dir: PathBuf,
+    /// Directory of a built web editor (`make web`) to serve at `/` and
+    /// `/s/<session-id>` instead of the one built into the binary; when it
+    /// holds no index.html, those pages say how to build it. Unset: the
+    /// editor built into the binary (release builds made after `make web`),
+    /// else `web/dist`.
+    #[arg(long, env = "TANDEM_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 
     /// Log output: `pretty` (human-readable lines) or `json` (one object per line).
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "pretty")]

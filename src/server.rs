@@ -338,7 +338,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<App> {
 
     let mut router = http::router(HttpState::new(app.clone(), io.clone(), metrics_handle()))
         .merge(protocol::ywebsocket::router(app.clone()))
-        .merge(http::web::router(&config.web_dir));
+        .merge(http::web::router(config.web_dir.as_deref()));
     router = router.layer(layer);
     // Outside the Socket.IO layer: long-polling requests get CORS headers too.
     if let Some(cors) = http::cors_layer(&config.cors_origins) {

@@ -1,15 +1,20 @@
-//! The bundled web editor (`web/dist`, built by `make web`): its routes of
+//! The web editor (`web/dist`, built by `make web`): its routes of
 //! PROTOCOL.md (`/` and `/s/<session-id>` answer `index.html`), the hashed
 //! assets under `/assets/` with year-long immutable caching, and
 //! compression from the `.br`/`.gz` files the build writes beside each asset
-//! (nothing is compressed per request). Without a bundle, `/` and `/s/…`
-//! answer a page that says how to build it. Owns no state and no API route.
+//! (nothing is compressed per request). Owns no state and no API route.
+//!
+//! Where the bundle comes from: `--web-dir` if given; else the bundle built
+//! into the binary (a release build embeds the `web/dist` that `make web`
+//! left; a debug build reads that folder of the checkout at run time); else
+//! `web/dist` under the working directory. Without any, `/` and `/s/…`
+//! answer a page that says how to build it.
 
 use std::path::Path;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -19,8 +24,102 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `index.html` names the current hashes: revalidate it every time.
 const REVALIDATE: &str = "no-cache";
 
-/// The web app's routes for the bundle in `dir`, or the "not built" page.
-pub fn router<S: Clone + Send + Sync + 'static>(dir: &Path) -> Router<S> {
+/// The bundle built into the binary (empty when `web/dist` did not exist
+/// at compile time).
+#[derive(rust_embed::RustEmbed)]
+#[folder = "web/dist"]
+#[allow_missing = true]
+struct Built;
+
+/// The web app's routes: from `dir`, else the built-in bundle, else
+/// `web/dist`, else the "not built" page.
+pub fn router<S: Clone + Send + Sync + 'static>(dir: Option<&Path>) -> Router<S> {
+    match dir {
+        Some(dir) => from_dir(dir),
+        None if Built::get("index.html").is_some() => {
+            tracing::info!("web editor: the bundle built into the binary");
+            built_in()
+        }
+        None => from_dir(Path::new("web/dist")),
+    }
+}
+
+/// The built-in bundle's routes (the same as [`from_dir`]'s).
+fn built_in<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let page = async |headers: HeaderMap| serve_built("index.html", &headers, REVALIDATE);
+    Router::new()
+        .route("/", get(page))
+        .route("/s/{*rest}", get(page))
+        .route(
+            "/assets/{*path}",
+            get(async |uri: Uri, headers: HeaderMap| {
+                serve_built(uri.path().trim_start_matches('/'), &headers, IMMUTABLE)
+            }),
+        )
+        .fallback(async |uri: Uri, headers: HeaderMap| {
+            serve_built(uri.path().trim_start_matches('/'), &headers, REVALIDATE)
+        })
+}
+
+/// One file of the built-in bundle, or its `.br`/`.gz` sibling when the
+/// client accepts that encoding; `ETag` per representation, `304` on a
+/// matching `If-None-Match`.
+fn serve_built(path: &str, headers: &HeaderMap, cache: &'static str) -> Response {
+    let safe = !path.is_empty()
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    let Some(file) = Built::get(path).filter(|_| safe) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let accepted = |coding: &str| {
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|item| {
+                let mut parts = item.split(';').map(str::trim);
+                parts.next() == Some(coding)
+                    && parts.all(|p| !matches!(p, "q=0" | "q=0.0" | "q=0.00" | "q=0.000"))
+            })
+    };
+    let (body, coding) = ["br", "gzip"]
+        .into_iter()
+        .filter(|c| accepted(c))
+        .find_map(|c| {
+            let ext = if c == "br" { "br" } else { "gz" };
+            Built::get(&format!("{path}.{ext}")).map(|f| (f.data, Some(c)))
+        })
+        .unwrap_or((file.data, None));
+    let hash = hex::encode(&file.metadata.sha256_hash()[..12]);
+    let etag = format!(
+        "\"{hash}{}\"",
+        coding.map(|c| format!("-{c}")).unwrap_or_default()
+    );
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    if let Ok(mime) = HeaderValue::from_str(file.metadata.mimetype()) {
+        h.insert(header::CONTENT_TYPE, mime);
+    }
+    if let Some(c) = coding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+    }
+    (h, body.into_owned()).into_response()
+}
+
+/// The routes for the bundle in `dir`, or the "not built" page.
+fn from_dir<S: Clone + Send + Sync + 'static>(dir: &Path) -> Router<S> {
     let index = dir.join("index.html");
     if !index.is_file() {
         tracing::warn!(

@@ -160,7 +160,7 @@ pub fn test_config(dir: &std::path::Path, database_url: &str) -> Config {
     let mut c = Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
-        web_dir: dir.join("no-web"),
+        web_dir: Some(dir.join("no-web")),
         ..Default::default()
     };
     c.secret.secret = Some(SECRET.into());
