@@ -618,6 +618,46 @@ async fn edits_made_while_stopped_merge_with_the_sessions() {
     agent.stop().await;
 }
 
+/// A file moved and edited while the agent was stopped is one file moved
+/// and edited, not a delete plus a create: it keeps its id, and an edit made
+/// to it in the session meanwhile is merged, not lost with the old file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moved_and_edited_keeps_its_identity_and_others_edits() {
+    let (srv, http, token, sid, dir) = setup().await;
+    let d = dir.path();
+    let lines = "one\ntwo\nthree\nfour\nfive\nsix\n";
+    write(d, "main.txt", "main\n");
+    write(d, "notes/todo.md", lines);
+    let agent = Agent::start(d, &args(&srv.url, &sid, &token)).await;
+    until("the file in the session", || async {
+        http.files(&sid).await.contains_key("notes/todo.md")
+    })
+    .await;
+    let id = http.files(&sid).await["notes/todo.md"].0.clone();
+    agent.stop().await;
+
+    // Offline: moved to another folder, its first line edited.
+    std::fs::remove_file(d.join("notes/todo.md")).unwrap();
+    write(d, "docs/todo.md", &lines.replace("one", "ONE"));
+    // Meanwhile in the session: its last line.
+    http.put(&sid, &id, &lines.replace("six", "SIX")).await;
+
+    let agent = Agent::start(d, &["--token", &token]).await;
+    let merged = "ONE\ntwo\nthree\nfour\nfive\nSIX\n";
+    until(
+        "the move and both edits, in the session and on disk",
+        || async {
+            let files = http.files(&sid).await;
+            files.get("docs/todo.md") == Some(&(id.clone(), merged.to_owned()))
+                && !files.contains_key("notes/todo.md")
+                && read(d, "docs/todo.md").as_deref() == Some(merged)
+        },
+    )
+    .await;
+    let out = agent.stop().await;
+    assert!(out.contains("notes/todo.md → docs/todo.md"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_resumes_after_a_server_restart() {
     let (srv, http, token, sid, dir) = setup().await;

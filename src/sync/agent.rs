@@ -829,13 +829,26 @@ impl Agent {
                 say(format!("· {path}: {e}, not synced"));
                 continue;
             }
-            // A vanished file with the same text: a rename or move.
+            // A vanished file with the same text: a rename or move; with
+            // mostly the same text: a move plus an edit (the file keeps its
+            // id, so edits others make to it meanwhile merge, and their
+            // open tabs follow it).
             let renamed = missing
                 .iter()
-                .position(|id| self.files[id].base.as_deref() == Some(text.as_str()));
-            if let Some(i) = renamed {
+                .position(|id| self.files[id].base.as_deref() == Some(text.as_str()))
+                .map(|i| (i, false))
+                .or_else(|| {
+                    most_similar(
+                        &text,
+                        missing.iter().map(|id| self.files[id].base.as_deref()),
+                    )
+                    .map(|i| (i, true))
+                });
+            if let Some((i, edited)) = renamed {
                 let id = missing.remove(i);
-                self.local_moved(&id, path, stamp).await;
+                if self.local_moved(&id, path, stamp).await && edited {
+                    self.settle(&id).await?;
+                }
                 continue;
             }
             new.push(NewLocal {
@@ -854,7 +867,9 @@ impl Agent {
         Ok(())
     }
 
-    async fn local_moved(&mut self, id: &str, path: &str, stamp: Stamp) {
+    /// A tracked file found at `path`: moved in the session. `true` if the
+    /// session took the move.
+    async fn local_moved(&mut self, id: &str, path: &str, stamp: Stamp) -> bool {
         let old = self.files[id].path.clone();
         match self.api.move_file(&self.session, id, path).await {
             Ok(_) => {
@@ -865,10 +880,12 @@ impl Agent {
                 if let Err(e) = self.save_index() {
                     tracing::warn!(error = %e, "cannot save the index");
                 }
+                true
             }
             Err(e) => {
                 self.skipped.insert(path.to_owned(), stamp);
                 say(format!("· {old} → {path} not synced: {e}"));
+                false
             }
         }
     }
@@ -1026,6 +1043,33 @@ struct Refused {
     retry_after_ms: Option<u64>,
 }
 
+/// How alike two texts must be (the share of lines they have in common,
+/// as `git` judges renames) for a vanished file and a new one to count as
+/// one file moved and edited.
+const MOVE_SIMILARITY: f32 = 0.5;
+
+/// The candidate (a vanished file's last synced text) most like `text`, if
+/// any is at least [`MOVE_SIMILARITY`] alike. Texts of very different sizes
+/// are not compared, and each comparison is bounded in time.
+fn most_similar<'a>(
+    text: &str,
+    candidates: impl Iterator<Item = Option<&'a str>>,
+) -> Option<usize> {
+    let comparable = |a: usize, b: usize| a.max(b) <= 2 * a.min(b).max(1);
+    candidates
+        .enumerate()
+        .filter_map(|(i, base)| {
+            let base = base.filter(|b| !b.is_empty() && comparable(b.len(), text.len()))?;
+            let ratio = similar::TextDiff::configure()
+                .timeout(Duration::from_millis(20))
+                .diff_lines(base, text)
+                .ratio();
+            (ratio >= MOVE_SIMILARITY).then_some((i, ratio))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
 fn refused(v: &Value) -> Refused {
     Refused {
         code: v["error"]["code"].as_str().unwrap_or("ERROR").to_owned(),
@@ -1150,4 +1194,33 @@ fn pick_main_path(tree: &Tree) -> Option<String> {
                 (text && crate::model::validate_path(&p).is_ok()).then_some(p)
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_similar;
+
+    #[test]
+    fn a_moved_file_is_matched_by_most_lines_in_common() {
+        let base = "a\nb\nc\nd\ne\nf\n";
+        let edited = "A\nb\nc\nd\ne\nf\n";
+        // The closest of several; none when nothing is half alike, when
+        // sizes differ too much, or when the old text is empty.
+        let others = [
+            Some("x\ny\nz\n"),
+            None,
+            Some(base),
+            Some("a\nb\nX\nY\nZ\nW\n"),
+        ];
+        assert_eq!(most_similar(edited, others.into_iter()), Some(2));
+        assert_eq!(
+            most_similar("p\nq\nr\ns\nt\nu\n", [Some(base)].into_iter()),
+            None
+        );
+        assert_eq!(
+            most_similar(&base.repeat(3), [Some(base)].into_iter()),
+            None
+        );
+        assert_eq!(most_similar("", [Some("")].into_iter()), None);
+    }
 }
