@@ -70,7 +70,7 @@ fn serve_built(path: &str, headers: &HeaderMap, cache: &'static str) -> Response
         && path
             .split('/')
             .all(|s| !s.is_empty() && s != "." && s != "..");
-    let Some(file) = Built::get(path).filter(|_| safe) else {
+    let Some(file) = safe.then(|| Built::get(path)).flatten() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let accepted = |coding: &str| {
