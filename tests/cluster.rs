@@ -329,6 +329,29 @@ async fn kill_9_of_a_node_mid_edit_loses_no_acknowledged_edit() {
     }
 }
 
+/// Reads on another node are fresh even when several race (each one's
+/// catch-up from the log starts after the read began, instead of skipping
+/// because another catch-up is already running). Redis is down, so the log
+/// is the only way the edits reach node 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_on_another_node_are_all_fresh() {
+    let Some(mut c) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let sid = c.session().await;
+    let a = c.peer(0, "a", &sid).await;
+    let _b = c.peer(1, "b", &sid).await;
+    c.redis.kill().await;
+    for round in 0..15 {
+        edit_and_ack(&a, &sid, 1, 100 + round).await;
+        let want = a.text();
+        let reads = futures::future::join_all((0..4).map(|_| c.text_on(1, &sid))).await;
+        for got in reads {
+            assert_eq!(got, want, "round {round}: a stale read on node 1");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_session_loses_nothing_and_broadcasts_resume() {
     let Some(mut c) = Cluster::start(2, &[]).await else {

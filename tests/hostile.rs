@@ -646,26 +646,32 @@ async fn a_stalled_polling_client_is_disconnected() {
         }
     };
     let auth = json!({ "token": srv.token("slow", &[]) });
+    // Polls until a packet matching `want` arrives, answering pings (on a
+    // busy machine a ping may come first).
+    let poll_for = async |want: &dyn Fn(&str) -> bool| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = http
+                .get(&poll_url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if got.split('\x1e').any(want) {
+                return;
+            }
+            if got.split('\x1e').any(|p| p == "2") {
+                post("3".into()).await;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "last poll: {got}");
+        }
+    };
     post(format!("40{auth}")).await;
-    let got = http
-        .get(&poll_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(got.split('\x1e').any(|p| p.starts_with("40{")), "{got}");
+    poll_for(&|p| p.starts_with("40{")).await;
     post(format!(r#"420["join-session",{{"sessionId":"{id}"}}]"#)).await;
-    let got = http
-        .get(&poll_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(got.contains("\"ok\":true"), "{got}");
+    poll_for(&|p| p.contains("\"ok\":true")).await;
 
     let mut editor = Peer::connect(&srv.url, Some(&srv.token("fast", &[])))
         .await

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,19 +52,13 @@ impl DocManager {
     }
 
     /// Reads back every log row of `doc` after the copy's position and
-    /// applies those it lacks. One catch-up per document at a time (a
-    /// second caller returns at once). Returns how many rows it applied.
+    /// applies those it lacks. One catch-up per document at a time: a second
+    /// caller waits for the running one, then reads what was committed
+    /// since, so every caller sees at least the rows committed before it
+    /// called (a read that returned early while another catch-up was still
+    /// reading would show stale text). Returns how many rows it applied.
     pub async fn catch_up(&self, doc: &Arc<SessionDoc>) -> StoreResult<usize> {
-        if doc.catching_up.swap(true, Ordering::AcqRel) {
-            return Ok(0);
-        }
-        struct Reset<'a>(&'a SessionDoc);
-        impl Drop for Reset<'_> {
-            fn drop(&mut self) {
-                self.0.catching_up.store(false, Ordering::Release);
-            }
-        }
-        let _reset = Reset(doc);
+        let _one_at_a_time = doc.catching_up.lock().await;
         let after = doc.log_through();
         let Some(tail) = self.store().read_log_since(&doc.id, after).await? else {
             return Ok(0);

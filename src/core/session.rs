@@ -275,8 +275,9 @@ pub struct SessionDoc {
     /// Updates applied in memory whose log row is not committed yet; a
     /// document is never evicted while this is non-zero.
     pub(super) pending_log: AtomicUsize,
-    /// A catch-up from the log is running (one at a time per document).
-    pub(super) catching_up: std::sync::atomic::AtomicBool,
+    /// Held by a catch-up from the log (one at a time per document; the
+    /// next one waits, then reads on from where this one left off).
+    pub(super) catching_up: tokio::sync::Mutex<()>,
 }
 
 impl SessionDoc {
@@ -317,7 +318,7 @@ impl SessionDoc {
             }),
             doc,
             pending_log: AtomicUsize::new(0),
-            catching_up: std::sync::atomic::AtomicBool::new(false),
+            catching_up: tokio::sync::Mutex::new(()),
         };
         // Stored bytes take the same path as incoming ones (size limits
         // aside: what was accepted once loads whatever the flags say now).
