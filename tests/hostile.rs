@@ -651,14 +651,7 @@ async fn a_stalled_polling_client_is_disconnected() {
     let poll_for = async |want: &dyn Fn(&str) -> bool| {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let got = http
-                .get(&poll_url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let got = common::get_text(&http, &poll_url).await;
             if got.split('\x1e').any(want) {
                 return;
             }

@@ -253,15 +253,7 @@ impl Server {
     /// Sum of a Prometheus series (all label sets whose text contains
     /// `labels`); `None` if the server exports no such series.
     async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
-        let body = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::get_text(&self.http, &format!("{}/metrics", self.url)).await;
         let values: Vec<f64> = body
             .lines()
             .filter(|l| {

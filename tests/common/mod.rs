@@ -127,6 +127,11 @@ pub async fn get_body(url: &str, token: &str) -> String {
         .unwrap()
 }
 
+/// `GET url` with `http`: the body as text (the request must get an answer).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// `POST /api/sessions` with `body` on the server at `base_url` as
 /// `token`'s user: the new session's id (the creation must succeed).
 pub async fn create_session(base_url: &str, token: &str, body: serde_json::Value) -> String {
