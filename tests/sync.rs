@@ -315,6 +315,20 @@ async fn setup() -> (TestServer, Http, String, String, tempfile::TempDir) {
     (srv, http, token, sid, tempfile::tempdir().unwrap())
 }
 
+/// The folder's `main.txt` reaches the session's main file as `up`; then
+/// the session's text `down` reaches the disk.
+async fn main_syncs_both_ways(http: &Http, sid: &str, d: &Path, up: &str, down: &str) {
+    until("the folder's main.txt in the session", || async {
+        http.content(sid, "main").await == up
+    })
+    .await;
+    http.put(sid, "main", down).await;
+    until("the session's edit in main.txt", || async {
+        read(d, "main.txt").as_deref() == Some(down)
+    })
+    .await;
+}
+
 fn args<'a>(srv: &'a str, sid: &'a str, token: &'a str) -> Vec<&'a str> {
     vec!["--server", srv, "--session", sid, "--token", token]
 }
@@ -677,14 +691,14 @@ async fn the_agent_resumes_after_a_server_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let srv = TestServer::start_with(config, data).await;
-    until("the edit made while down reaches the server", || async {
-        http.content(&sid, "main").await == "before\nwhile down\n"
-    })
-    .await;
-    http.put(&sid, "main", "before\nwhile down\nafter\n").await;
-    until("edits after the restart reach the disk", || async {
-        read(d, "main.txt").as_deref() == Some("before\nwhile down\nafter\n")
-    })
+    // The edit made while down reaches the server; later ones the disk.
+    main_syncs_both_ways(
+        &http,
+        &sid,
+        d,
+        "before\nwhile down\n",
+        "before\nwhile down\nafter\n",
+    )
     .await;
     agent.stop().await;
     drop(srv);
@@ -841,16 +855,7 @@ async fn the_agent_syncs_with_a_server_behind_tls() {
     trusted.env("SSL_CERT_FILE", &ca.ca_file);
     let mut agent = Agent::spawn_command(trusted);
     agent.wait_line("synced ").await;
-    until("the folder's text in the session", || async {
-        http.content(&sid, "main").await == "over tls\n"
-    })
-    .await;
-    // And back: a session edit reaches the disk over the same connection.
-    http.put(&sid, "main", "over tls, both ways\n").await;
-    until("the session's edit on disk", || async {
-        read(d, "main.txt").as_deref() == Some("over tls, both ways\n")
-    })
-    .await;
+    main_syncs_both_ways(&http, &sid, d, "over tls\n", "over tls, both ways\n").await;
     agent.stop().await;
 }
 
